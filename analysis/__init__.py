@@ -1,0 +1,1 @@
+"""analysis: joins window entropies, equilibrium integrals, figures."""

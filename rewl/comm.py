@@ -1,0 +1,130 @@
+"""MPI: the rank layout (windows x ranks per window), the few collectives the engine needs, abort
+on failure, and stop signals. Everything handed in and out is a numpy array.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from typing import Callable
+
+import numpy as np
+
+
+class LayoutError(RuntimeError):
+    """The MPI world size does not match the deck."""
+
+
+def env_rank() -> int:
+    """This process's rank as the launcher tells it, without initialising MPI (0 when unknown)."""
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        if var in os.environ:
+            try:
+                return int(os.environ[var])
+            except ValueError:
+                pass
+    return 0
+
+
+class Comm:
+    """World communicator split into windows: rank = window * ranks_per_window + local."""
+
+    def __init__(self, windows: int, ranks_per_window: int):
+        from mpi4py import MPI
+        self.MPI = MPI
+        self.world = MPI.COMM_WORLD
+        self.rank, self.size = self.world.Get_rank(), self.world.Get_size()
+        if self.size != windows * ranks_per_window:
+            raise LayoutError(
+                f"the deck asks for {windows} windows x {ranks_per_window} ranks per window = "
+                f"{windows * ranks_per_window} MPI ranks, but this job has {self.size}; "
+                f"run with mpiexec -n {windows * ranks_per_window}")
+        self.n_windows, self.ranks_per_window = windows, ranks_per_window
+        self.window, self.local = divmod(self.rank, ranks_per_window)
+        self.window_comm = self.world.Split(color=self.window, key=self.local)
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    def rank_of(self, window: int, local: int) -> int:
+        return window * self.ranks_per_window + local
+
+    def window_sum(self, values: np.ndarray) -> np.ndarray:
+        """Sum of `values` over the ranks of this window (same shape)."""
+        if self.ranks_per_window == 1:
+            return values
+        out = np.empty_like(values)
+        self.window_comm.Allreduce(np.ascontiguousarray(values), out, op=self.MPI.SUM)
+        return out
+
+    def world_sum(self, values: np.ndarray) -> np.ndarray:
+        out = np.empty_like(values)
+        self.world.Allreduce(np.ascontiguousarray(values), out, op=self.MPI.SUM)
+        return out
+
+    def allgather(self, row: np.ndarray) -> np.ndarray:
+        """Rows (k,) of every rank stacked: (size, k)."""
+        row = np.ascontiguousarray(row)
+        out = np.empty((self.size, *row.shape), dtype=row.dtype)
+        self.world.Allgather(row, out)
+        return out
+
+    def bcast_text(self, text: str | None) -> str | None:
+        return self.world.bcast(text, root=0)
+
+    def send(self, values: np.ndarray, dest: int, tag: int = 0) -> None:
+        self.world.Send(np.ascontiguousarray(values), dest=dest, tag=tag)
+
+    def recv(self, shape: tuple[int, ...], dtype: np.dtype, source: int, tag: int = 0) -> np.ndarray:
+        out = np.empty(shape, dtype=dtype)
+        self.world.Recv(out, source=source, tag=tag)
+        return out
+
+    def sendrecv(self, values: np.ndarray, partner: int, shape: tuple[int, ...], dtype: np.dtype, tag: int = 0) -> np.ndarray:
+        """Send `values` to `partner` and receive an array of `shape` from it."""
+        out = np.empty(shape, dtype=dtype)
+        self.world.Sendrecv(np.ascontiguousarray(values), dest=partner, sendtag=tag,
+                            recvbuf=out, source=partner, recvtag=tag)
+        return out
+
+    def barrier(self) -> None:
+        self.world.Barrier()
+
+    def abort(self, code: int = 1) -> None:
+        self.world.Abort(code)
+
+
+def run_or_abort(main: Callable[[], int], rank: int) -> int:
+    """Run `main`; if it raises on this rank, print the rank's traceback and abort every rank, so a
+    failure never leaves the others waiting in a collective."""
+    try:
+        return main()
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - anything must bring the whole job down
+        text = "".join(traceback.format_exception(exc))
+        sys.stderr.write(f"[rank {rank}] rewl failed:\n{text}")
+        sys.stderr.flush()
+        sys.stdout.flush()
+        from mpi4py import MPI
+        if MPI.Is_initialized() and not MPI.Is_finalized() and MPI.COMM_WORLD.Get_size() > 1:
+            MPI.COMM_WORLD.Abort(1)
+        return 1
+
+
+class StopFlag:
+    """Set by SIGTERM or SIGUSR1; the driver checks it at each synchronisation point."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        self.signal = signum
+
+    @property
+    def raised(self) -> bool:
+        return self.signal is not None

@@ -1,0 +1,109 @@
+"""Replica exchange between neighbouring windows (Vogel, Li, Wuest, Landau 2013).
+
+Round r pairs windows (k, k+1) with k = r mod 2 (even and odd pairs alternate). Rank `local` of
+window k pairs with rank `local` of window k+1. Walkers whose x bin lies in the overlap are
+candidates; the lower window decides pairs and acceptance
+min(1, g_i(X) g_j(Y) / (g_i(Y) g_j(X))) with its own generator and tells the upper one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .comm import Comm
+from .grid import Grid
+from .moves import Walkers
+from .wl import Estimate, bin_cvs
+
+
+@dataclass
+class SwapStats:
+    """Attempts and acceptances per window pair (k, k+1): shape (n_windows - 1,)."""
+
+    attempted: np.ndarray
+    accepted: np.ndarray
+
+    @classmethod
+    def zeros(cls, n_windows: int) -> "SwapStats":
+        return cls(np.zeros(max(n_windows - 1, 0)), np.zeros(max(n_windows - 1, 0)))
+
+
+def swap_log_ratio(ln_g_i_x: np.ndarray, ln_g_j_y: np.ndarray, ln_g_i_y: np.ndarray, ln_g_j_x: np.ndarray) -> np.ndarray:
+    """ln of g_i(X) g_j(Y) / (g_i(Y) g_j(X)); the swap is accepted when ln U is below it."""
+    return ln_g_i_x + ln_g_j_y - ln_g_i_y - ln_g_j_x
+
+
+def exchange_round(comm: Comm, round_index: int, grid: Grid, bins: list[tuple[int, int]], walkers: Walkers,
+                   est: Estimate, rng: np.random.Generator, stats: SwapStats) -> None:
+    """One exchange round for this rank (a no-op for ranks whose window has no partner this round).
+
+    bins: every window's [lo, hi) x bins. Swapped walkers carry parameters and CVs; their bins are
+    recomputed in the receiving window.
+    """
+    w, parity = comm.window, round_index % 2
+    if w % 2 == parity and w + 1 < comm.n_windows:
+        lower, partner_window = True, w + 1
+    elif w >= 1 and (w - 1) % 2 == parity:
+        lower, partner_window = False, w - 1
+    else:
+        return
+    partner = comm.rank_of(partner_window, comm.local)
+    i = w if lower else partner_window                      # lower window of the pair
+    lo_i, hi_i = bins[i]
+    lo_j, hi_j = bins[i + 1]
+    n_y = grid.y.bins
+    my_lo = lo_i if lower else lo_j
+    global_x = walkers.ix.cpu().numpy() + my_lo
+    iy = walkers.iy.cpu().numpy()
+    # candidates: walkers in the partner's x range, i.e. in the overlap [lo_j, hi_i)
+    cand = np.flatnonzero((global_x >= lo_j) & (global_x < hi_i))
+    n_ov = hi_i - lo_j
+
+    if not lower:
+        comm.send(np.array([len(cand)], dtype=np.int64), partner, tag=1)
+        comm.send(np.stack([global_x[cand], iy[cand]], axis=1).astype(np.int64), partner, tag=2)
+        comm.send(est.ln_g[:n_ov].cpu().numpy(), partner, tag=3)
+        n_acc = int(comm.recv((1,), np.int64, partner, tag=4)[0])
+        pairs = comm.recv((n_acc, 2), np.int64, partner, tag=5)
+        mine = pairs[:, 1]
+    else:
+        k_up = int(comm.recv((1,), np.int64, partner, tag=1)[0])
+        up_bins = comm.recv((k_up, 2), np.int64, partner, tag=2)
+        ln_g_j = comm.recv((n_ov, n_y), np.float64, partner, tag=3)
+        ln_g_i = est.ln_g.cpu().numpy()
+        n_pairs = min(len(cand), k_up)
+        mine_all = rng.permutation(cand)[:n_pairs]
+        theirs_all = rng.permutation(k_up)[:n_pairs]
+        log_u = np.log(rng.random(n_pairs))
+        x_gx, x_iy = global_x[mine_all], iy[mine_all]
+        y_gx, y_iy = up_bins[theirs_all, 0], up_bins[theirs_all, 1]
+        ratio = swap_log_ratio(ln_g_i[x_gx - lo_i, x_iy], ln_g_j[y_gx - lo_j, y_iy],
+                               ln_g_i[y_gx - lo_i, y_iy], ln_g_j[x_gx - lo_j, x_iy])
+        ok = log_u < ratio
+        pairs = np.stack([mine_all[ok], theirs_all[ok]], axis=1).astype(np.int64)
+        comm.send(np.array([len(pairs)], dtype=np.int64), partner, tag=4)
+        comm.send(pairs, partner, tag=5)
+        stats.attempted[i] += n_pairs
+        stats.accepted[i] += len(pairs)
+        mine = pairs[:, 0]
+    if len(mine) == 0:
+        return
+
+    # their index list refers to the upper rank's candidate order
+    if not lower:
+        mine = cand[mine]
+    idx = torch.as_tensor(mine, device=walkers.params.device)
+    out_params = walkers.params[idx].cpu().numpy()
+    out_cvs = torch.stack([walkers.x[idx], walkers.y[idx]], dim=1).cpu().numpy()
+    in_params = comm.sendrecv(out_params, partner, out_params.shape, out_params.dtype, tag=6)
+    in_cvs = comm.sendrecv(out_cvs, partner, out_cvs.shape, out_cvs.dtype, tag=7)
+    device = walkers.params.device
+    walkers.params[idx] = torch.as_tensor(in_params, device=device)
+    x_new = torch.as_tensor(in_cvs[:, 0], device=device)
+    y_new = torch.as_tensor(in_cvs[:, 1], device=device)
+    ix, iy_new, inside = bin_cvs(grid, x_new, y_new, my_lo, est.ln_g.shape[0])
+    if not bool(inside.all()):
+        raise RuntimeError("exchange received a walker outside this window (internal error)")
+    walkers.x[idx], walkers.y[idx], walkers.ix[idx], walkers.iy[idx] = x_new, y_new, ix, iy_new

@@ -1,0 +1,133 @@
+"""Networks and their batched forward over many weight vectors ("walkers") at once.
+
+A walker is one flat parameter vector in the order of ``module.parameters()``. The batched
+forward maps walkers (B, n_params) and shared inputs, transposed to (d_in, P), to outputs
+(B, C, P): points last, so per-walker weights act on contiguous rows of points.
+Two implementations: a fast path for plain MLPs (one ``baddbmm`` per layer) and a generic path
+for any ``nn.Module`` (``torch.func.functional_call`` under ``vmap``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu, "tanh": torch.tanh, "silu": nn.functional.silu,
+}
+
+
+class FNN(nn.Module):
+    """Fully connected network d_in -> hidden... -> d_out with one activation between layers."""
+
+    def __init__(self, d_in: int, hidden: tuple[int, ...], d_out: int, activation: str = "relu"):
+        super().__init__()
+        widths = (d_in, *hidden, d_out)
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.activation = activation
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """inputs (P, d_in) -> outputs (P, d_out)."""
+        act = ACTIVATIONS[self.activation]
+        h = inputs
+        for k, layer in enumerate(self.layers):
+            h = layer(h)
+            if k < len(self.layers) - 1:
+                h = act(h)
+        return h
+
+
+@dataclass(frozen=True)
+class ParamSlice:
+    """Where one named parameter tensor lives inside a flat walker vector."""
+
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+    group: int            # layer index: move sizes and weight boxes are set per group
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+def param_layout(module: nn.Module) -> list[ParamSlice]:
+    """Flat layout of ``module.named_parameters()``; the group is the index of the owning
+    submodule among modules that hold parameters directly (for FNN: the layer)."""
+    owners: dict[str, int] = {}
+    out, offset = [], 0
+    for name, p in module.named_parameters():
+        owner = name.rsplit(".", 1)[0] if "." in name else ""
+        group = owners.setdefault(owner, len(owners))
+        out.append(ParamSlice(name, tuple(p.shape), offset, group))
+        offset += p.numel()
+    return out
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class MLPForward:
+    """Fast batched forward of an FNN: h_{k+1} = act(W_k h_k + b_k) with h of shape (B, width, P).
+
+    Two formulations of the same arithmetic: one ``baddbmm`` per layer (fastest eagerly), and
+    broadcast multiply-adds over the input width (``broadcast=True``), which torch.compile fuses
+    into a few loops and which then runs about 1.3x faster than the eager bmm on one core.
+    """
+
+    def __init__(self, module: FNN, broadcast: bool = False):
+        self.act = ACTIVATIONS[module.activation]
+        self.broadcast = broadcast
+        self.slices = []      # (w_offset, out, in, b_offset) per layer
+        layout = {s.name: s for s in param_layout(module)}
+        for k, layer in enumerate(module.layers):
+            w, b = layout[f"layers.{k}.weight"], layout[f"layers.{k}.bias"]
+            self.slices.append((w.offset, layer.out_features, layer.in_features, b.offset))
+
+    def __call__(self, walkers: torch.Tensor, inputs_t: torch.Tensor) -> torch.Tensor:
+        """walkers (B, n_params), inputs_t (d_in, P) (inputs transposed) -> outputs (B, d_out, P)."""
+        batch = walkers.shape[0]
+        h = inputs_t.unsqueeze(0)
+        last = len(self.slices) - 1
+        for k, (w_off, d_out, d_in, b_off) in enumerate(self.slices):
+            weight = walkers[:, w_off:w_off + d_out * d_in].reshape(batch, d_out, d_in)
+            bias = walkers[:, b_off:b_off + d_out].unsqueeze(-1)
+            if self.broadcast:
+                z = bias
+                for j in range(d_in):
+                    z = z + weight[:, :, j:j + 1] * h[:, j:j + 1, :]
+                h = z
+            else:
+                h = torch.baddbmm(bias, weight, h.expand(batch, *h.shape[1:]))
+            if k < last:
+                h = self.act(h)
+        return h
+
+
+class VmapForward:
+    """Generic batched forward of any nn.Module via functional_call + vmap."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        self.layout = param_layout(module)
+
+    def _single(self, flat: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        params = {s.name: flat[s.offset:s.offset + s.size].reshape(s.shape) for s in self.layout}
+        return torch.func.functional_call(self.module, params, (inputs,))
+
+    def __call__(self, walkers: torch.Tensor, inputs_t: torch.Tensor) -> torch.Tensor:
+        """walkers (B, n_params), inputs_t (d_in, P) -> outputs (B, d_out, P)."""
+        out = torch.vmap(self._single, in_dims=(0, None))(walkers, inputs_t.t())
+        return out.transpose(1, 2)
+
+
+def batched_forward(module: nn.Module, for_compile: bool = False) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The fastest batched forward for `module`: the MLP fast path for FNN, vmap otherwise.
+    `for_compile` picks the formulation that is fastest once wrapped in torch.compile."""
+    return MLPForward(module, broadcast=for_compile) if isinstance(module, FNN) else VmapForward(module)

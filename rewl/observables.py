@@ -1,0 +1,37 @@
+"""Collective variables computed from batched network outputs (pure tensor code).
+
+Shapes: outputs (B, C, P) with points last; labels (P,) integer classes. Results are (B,).
+"""
+from __future__ import annotations
+
+import torch
+
+
+def _binary_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Two classes: wrong logit minus correct logit, (B, 2, P) -> (B, P)."""
+    diff = logits[:, 1] - logits[:, 0]
+    return torch.where(labels.bool(), -diff, diff)
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over points of each walker: logits (B, C, P), labels (P,) -> (B,)."""
+    if logits.shape[1] == 2:
+        return torch.nn.functional.softplus(_binary_margin(logits, labels)).mean(dim=1)
+    correct = logits.gather(1, labels.expand(logits.shape[0], 1, -1)).squeeze(1)
+    return (torch.logsumexp(logits, dim=1) - correct).mean(dim=1)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Fraction of points whose largest logit is the label: (B, C, P), (P,) -> (B,).
+
+    Compares the label's logit with the maximum (ties have measure zero); this is several times
+    faster than argmax over the class axis of a points-last layout."""
+    if logits.shape[1] == 2:
+        return (_binary_margin(logits, labels) <= 0).to(logits.dtype).mean(dim=1)
+    correct = logits.gather(1, labels.expand(logits.shape[0], 1, -1)).squeeze(1)
+    return (correct >= logits.amax(dim=1)).to(logits.dtype).mean(dim=1)
+
+
+def ln_sum_squares(coords: torch.Tensor) -> torch.Tensor:
+    """ln of the sum of squares of each row: (B, k) -> (B,)."""
+    return torch.log(coords.square().sum(dim=1))

@@ -1,0 +1,40 @@
+"""``python -m rewl info RUN``: a summary of a run file, read through RunStore."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .storage import RunStore, StorageError
+
+
+def open_run(path: str | Path) -> RunStore:
+    """A RunStore for a run directory or for the path of its run.h5."""
+    path = Path(path)
+    return RunStore(path.parent if path.suffix == ".h5" else path)
+
+
+def info(path: str) -> int:
+    try:
+        rec = open_run(path).read_run()
+    except StorageError as exc:
+        print(f"rewl: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{path}: {rec.status}, {rec.steps}/{rec.max_steps} steps, {rec.elapsed_seconds:.1f} s")
+    print(f"  task {rec.task} ({rec.n_params} parameters), sampler {rec.sampler}, {rec.n_windows} windows x "
+          f"{rec.ranks_per_window} ranks x {rec.walkers_per_rank} walkers; deck {rec.deck_path}")
+    print(f"  grid x = {rec.x_label}: {len(rec.x_edges) - 1} bins in [{rec.x_edges[0]:g}, {rec.x_edges[-1]:g}]; "
+          f"y = {rec.y_label}: {len(rec.y_edges) - 1} bins in [{rec.y_edges[0]:g}, {rec.y_edges[-1]:g}]")
+    move_rate = rec.move_accepted.sum(axis=1) / np.maximum(1, rec.move_attempted.sum(axis=1))
+    print("  window  x range              ln f       stage  flat  visited  acceptance  init iters (s)")
+    for k, w in enumerate(rec.windows):
+        lo, hi = w.x_bins
+        mark = " converged" if w.converged else (" 1/t" if w.one_over_t else "")
+        print(f"  {k:<6d}  [{rec.x_edges[lo]:7.3f}, {rec.x_edges[hi]:7.3f})  {w.ln_f:9.3e}  {w.stage:5d}  "
+              f"{w.flatness:4.2f}  {int((w.visits > 0).sum()):7d}  {move_rate[k]:10.3f}  "
+              f"{w.init_iterations} ({w.init_seconds:.1f}){mark}")
+    for k in range(rec.n_windows - 1):
+        rate = rec.swap_accepted[k] / max(1.0, rec.swap_attempted[k])
+        print(f"  swaps {k}<->{k + 1}: {int(rec.swap_accepted[k])}/{int(rec.swap_attempted[k])} accepted ({rate:.3f})")
+    return 0

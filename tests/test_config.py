@@ -1,0 +1,96 @@
+"""Deck validation: every bad deck exits 2 with one message naming the file, the key and the reason."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import run_rewl
+from rewl.config import DeckError, load, parse
+
+GOOD = """
+[task]
+kind = "spiral"
+[grid.x]
+min = -2.0
+max = 2.0
+width = 0.1
+[windows]
+count = 2
+"""
+
+BAD = [
+    # (description, deck text, words the message must contain)
+    ("unknown key with suggestion", GOOD + "[sampler]\nwalkers_per_rnak = 4\n", ["[sampler] walkers_per_rnak", "walkers_per_rank"]),
+    ("unknown table", GOOD + "[sampeler]\nkind = 'wlmc'\n", ["[sampeler]", "[sampler]"]),
+    ("wrong type", GOOD + "[sampler]\nwalkers_per_rank = 'many'\n", ["[sampler] walkers_per_rank", "int"]),
+    ("non-positive", GOOD + "[sampler]\nwalkers_per_rank = 0\n", ["[sampler] walkers_per_rank", "> 0"]),
+    ("unknown task", GOOD.replace('"spiral"', '"spirals"'), ["[task] kind", "spiral"]),
+    ("overlap out of range", GOOD.replace("count = 2", "count = 2\noverlap = 1.5"), ["[windows] overlap"]),
+    ("flatness out of range", GOOD + "[schedule]\nflatness = 1.2\n", ["[schedule] flatness"]),
+    ("ln f final above initial", GOOD + "[schedule]\nln_f_final = 2.0\n", ["[schedule] ln_f_final", "ln_f_initial"]),
+    ("unknown schedule", GOOD + "[schedule]\nkind = 'quarter'\n", ["[schedule] kind", "1/t"]),
+    ("grid max below min", GOOD.replace("max = 2.0", "max = -3.0"), ["[grid.x] max", "> min"]),
+    ("grid width not whole bins", GOOD.replace("width = 0.1", "width = 0.3"), ["[grid.x] width", "whole number"]),
+    ("missing grid", '[task]\nkind = "spiral"\n', ["[grid]", "required"]),
+    ("missing task kind", GOOD.replace('kind = "spiral"', ""), ["[task] kind", "required"]),
+    ("interval not multiple of sync", GOOD + "[exchange]\ninterval = 150\n", ["[exchange] interval", "sync_interval"]),
+    ("too many windows for grid", GOOD.replace("count = 2", "count = 100"), ["[windows] count"]),
+    ("box list of wrong length", GOOD + "[model]\nbox = [1.0, 2.0]\n", ["[model] box", "4"]),
+    ("hidden not integers", GOOD + "[model]\nhidden = [6, 'a']\n", ["[model] hidden"]),
+    ("bad device", GOOD + "[run]\ndevice = 'tpu'\n", ["[run] device", "auto"]),
+    ("box m >= n", '[task]\nkind = "box_quadratic"\nn = 3\nm = 3\n[grid.x]\nmin=-1.0\nmax=0.0\nwidth=0.1\n'
+     '[grid.y]\nmin=-1.0\nmax=0.0\nwidth=0.1\n', ["[task] m"]),
+    ("model table on box task", '[task]\nkind = "box_quadratic"\n[model]\nhidden=[2]\n[grid.x]\nmin=-1.0\nmax=0.0\n'
+     'width=0.1\n[grid.y]\nmin=-1.0\nmax=0.0\nwidth=0.1\n', ["[model]", "box_quadratic"]),
+    ("toml syntax", "[task\nkind = 1", ["(syntax)", "TOML"]),
+    ("nan value", GOOD + "[init]\nlearning_rate = nan\n", ["[init] learning_rate", "finite"]),
+]
+
+
+def test_good_deck_defaults():
+    cfg = parse(GOOD, "good.toml")
+    assert cfg.windows.overlap == 0.75 and cfg.schedule.flatness == 0.8
+    assert cfg.grid.y.bins == 101                      # one bin per accuracy value k / 100
+    assert cfg.world_size == 2
+
+
+@pytest.mark.parametrize("name,text,words", BAD, ids=[b[0] for b in BAD])
+def test_bad_deck_messages(name, text, words):
+    with pytest.raises(DeckError) as info:
+        parse(text, "deck.toml")
+    message = str(info.value)
+    assert message.startswith("deck.toml: ")
+    for word in words:
+        assert word in message, message
+
+
+def test_bad_decks_exit_2_through_cli(tmp_path):
+    """Ten kinds of bad deck through `python -m rewl check` and `run`: exit 2, the key named once."""
+    for k, (name, text, words) in enumerate(BAD[:10]):
+        deck = tmp_path / f"bad{k}.toml"
+        deck.write_text(text)
+        command = "check" if k % 2 else "run"
+        proc = run_rewl([command, str(deck)])
+        assert proc.returncode == 2, (name, proc.stdout, proc.stderr)
+        assert str(deck) in proc.stderr and words[0] in proc.stderr, (name, proc.stderr)
+        assert "Traceback" not in proc.stderr
+
+
+def test_bad_deck_under_mpiexec_reported_once(tmp_path):
+    deck = tmp_path / "bad.toml"
+    deck.write_text(BAD[0][1])
+    proc = run_rewl(["run", str(deck)], ranks=2, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.count("walkers_per_rnak") == 1, proc.stderr
+
+
+def test_missing_deck_file(tmp_path):
+    with pytest.raises(DeckError, match="cannot be read"):
+        load(tmp_path / "nope.toml")
+
+
+def test_shipped_decks_validate():
+    from conftest import ROOT
+    for deck in sorted((ROOT / "inputs").glob("*.toml")):
+        proc = run_rewl(["check", str(deck)])
+        assert proc.returncode == 0, (deck, proc.stderr)
+        assert "window" in proc.stdout

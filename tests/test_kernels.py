@@ -1,0 +1,226 @@
+"""Unit tests of the pure array layers: grid, Wang-Landau kernels, moves, models, observables."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rewl.config import ScheduleConfig, parse
+from rewl.exchange import swap_log_ratio
+from rewl.grid import Axis, Grid, window_bins
+from rewl.models import FNN, MLPForward, VmapForward, n_params, param_layout
+from rewl.moves import MoveSizes, Walkers, drive_into_window, wlmc_step
+from rewl.observables import accuracy, cross_entropy
+from rewl.tasks import make_task, spiral_data
+from rewl.wl import Estimate, advance_schedule, bin_cvs, deposit, established_bins, flatness, wl_accept
+
+SPIRAL = '[task]\nkind = "spiral"\n[grid.x]\nmin = -2.0\nmax = 2.0\nwidth = 0.1\n[windows]\ncount = 2\n'
+BOX = ('[task]\nkind = "box_quadratic"\nn = 3\nm = 1\n[grid.x]\nmin = -4.0\nmax = 0.0\nwidth = 0.25\n'
+       '[grid.y]\nmin = -4.0\nmax = 0.6\nwidth = 0.2\n[windows]\ncount = 1\n')
+
+
+def test_axis_index_edges_and_outside():
+    ax = Axis(-1.0, 1.0, 0.5, 4)
+    v = torch.tensor([-1.0, -0.51, -0.5, 0.99, 1.0, -1.01, float("nan"), float("-inf")])
+    assert ax.index(v).tolist() == [0, 0, 1, 3, 4, 0 - 1, -1, -1]
+    np.testing.assert_allclose(ax.edges, [-1, -0.5, 0, 0.5, 1])
+
+
+def test_window_bins_cover_grid_with_overlap():
+    bins = window_bins(40, 4, 0.75)
+    assert bins[0][0] == 0 and bins[-1][1] == 40
+    widths = [hi - lo for lo, hi in bins]
+    assert max(widths) - min(widths) <= 1
+    # width formula of Vogel et al.: 40 / (1 + 3 * 0.25) = 22.86 bins
+    assert abs(widths[0] - 40 / 1.75) <= 1
+    for (lo0, hi0), (lo1, hi1) in zip(bins, bins[1:]):
+        assert lo0 < lo1 < hi0 < hi1
+    with pytest.raises(ValueError, match="share"):
+        window_bins(12, 3, 0.05)
+
+
+def test_deposit_counts_repeated_bins_and_flatness():
+    est = Estimate.zeros(3, 2, 0.5, torch.device("cpu"))
+    deposit(est, torch.tensor([0, 0, 2]), torch.tensor([1, 1, 0]))
+    assert est.hist.tolist() == [[0, 2], [0, 0], [1, 0]]
+    assert est.ln_g.tolist() == [[0, 1.0], [0, 0], [0.5, 0]]
+    visited = est.visits > 0
+    assert flatness(est.hist, visited) == pytest.approx(1 / 1.5)
+    assert flatness(est.hist, torch.zeros_like(visited)) == 0.0
+
+
+def test_established_bins_skip_rare_fringe_bins():
+    visits = torch.tensor([[1000.0, 1000.0], [2.0, 0.0]])
+    assert established_bins(visits, 0.01).tolist() == [[True, True], [False, False]]
+    assert established_bins(visits, 0.0).tolist() == [[True, True], [True, False]]
+    assert not established_bins(torch.zeros(2, 2), 0.01).any()
+
+
+def test_wl_accept_follows_density_ratio():
+    ln_g = torch.tensor([[0.0, math.log(4.0)]], dtype=torch.float64)
+    n = 200_000
+    zeros, ones = torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long)
+    u = torch.rand(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    inside = torch.ones(n, dtype=torch.bool)
+    up = wl_accept(ln_g, zeros, zeros, zeros, ones, inside, u).double().mean()
+    down = wl_accept(ln_g, zeros, ones, zeros, zeros, inside, u).double().mean()
+    assert float(up) == pytest.approx(0.25, abs=0.005)     # to the bin of 4x larger g
+    assert float(down) == 1.0
+    assert not wl_accept(ln_g, zeros, ones, zeros, zeros, ~inside, u).any()
+
+
+def test_bin_cvs_flags_out_of_window():
+    grid = Grid(Axis(0.0, 1.0, 0.1, 10), Axis(0.0, 1.0, 0.5, 2))
+    ix, iy, inside = bin_cvs(grid, torch.tensor([0.35, 0.25, 0.75, 0.35]), torch.tensor([0.2, 0.2, 0.9, 1.2]), 3, 4)
+    assert ix.tolist() == [0, 0, 3, 0] and iy.tolist() == [0, 0, 1, 1]
+    assert inside.tolist() == [True, False, False, False]
+
+
+def _schedule(kind: str) -> ScheduleConfig:
+    return ScheduleConfig(kind=kind, ln_f_initial=1.0, ln_f_final=1e-3, flatness=0.8, check_interval=1)
+
+
+def test_halving_schedule():
+    est = Estimate.zeros(2, 2, 1.0, torch.device("cpu"))
+    est.hist += 5
+    assert not advance_schedule(est, _schedule("halving"), 0.5, 10.0)
+    assert est.ln_f == 1.0 and est.hist.sum() == 20
+    assert advance_schedule(est, _schedule("halving"), 0.9, 10.0)
+    assert est.ln_f == 0.5 and est.stage == 1 and est.hist.sum() == 0
+    for _ in range(9):
+        advance_schedule(est, _schedule("halving"), 0.9, 10.0)
+    assert est.ln_f == 2.0 ** -10 and est.converged
+    assert not advance_schedule(est, _schedule("halving"), 0.9, 10.0)
+    assert est.ln_f == 2.0 ** -10          # frozen once converged
+
+
+def test_one_over_t_schedule_switches_and_follows_t():
+    cfg = _schedule("1/t")
+    est = Estimate.zeros(2, 2, 1.0, torch.device("cpu"))
+    advance_schedule(est, cfg, 0.0, 10.0)    # a visited bin not seen again in this stage: wait
+    assert est.ln_f == 1.0 and est.stage == 0
+    advance_schedule(est, cfg, 0.01, 10.0)   # every visited bin seen: halve; 0.5 >= 1/t = 0.1
+    assert est.ln_f == 0.5 and est.stage == 1 and not est.one_over_t
+    advance_schedule(est, cfg, 0.01, 3.0)    # 0.25 < 1/t = 1/3: switch to ln f = 1/t
+    assert est.one_over_t and est.ln_f == pytest.approx(1 / 3)
+    advance_schedule(est, cfg, 0.0, 2.0)     # 1/t = 0.5 would raise ln f: it never grows
+    assert est.ln_f == pytest.approx(1 / 3)
+    advance_schedule(est, cfg, 0.0, 50.0)    # flatness no longer matters
+    assert est.ln_f == pytest.approx(1 / 50) and not est.converged
+    advance_schedule(est, cfg, 0.0, 2000.0)
+    assert est.ln_f == pytest.approx(1 / 2000) and est.converged
+
+
+def test_swap_ratio_is_symmetric_detailed_balance():
+    r = swap_log_ratio(np.array([1.0]), np.array([2.0]), np.array([0.5]), np.array([0.25]))
+    assert r[0] == pytest.approx(1.0 + 2.0 - 0.5 - 0.25)
+
+
+def test_fnn_parameter_count_and_layout():
+    net = FNN(2, (6, 6, 6), 2)
+    assert n_params(net) == 116
+    layout = param_layout(net)
+    assert [s.group for s in layout] == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert layout[-1].offset + layout[-1].size == 116
+
+
+@pytest.mark.parametrize("broadcast", [False, True])
+def test_batched_forward_matches_module(broadcast):
+    torch.manual_seed(0)
+    net = FNN(2, (5, 4), 3, "tanh").double()
+    inputs = torch.randn(17, 2, dtype=torch.float64)
+    walkers = torch.randn(6, n_params(net), dtype=torch.float64)
+    fast = MLPForward(net, broadcast=broadcast)(walkers, inputs.t().contiguous())
+    generic = VmapForward(net)(walkers, inputs.t().contiguous())
+    for b in range(6):
+        torch.nn.utils.vector_to_parameters(walkers[b], net.parameters())
+        expect = net(inputs).t()
+        torch.testing.assert_close(fast[b], expect, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(generic[b], expect, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_observables_match_torch(classes):
+    torch.manual_seed(1)
+    logits = torch.randn(5, classes, 30, dtype=torch.float64)
+    labels = torch.randint(0, classes, (30,))
+    ce = cross_entropy(logits, labels)
+    acc = accuracy(logits, labels)
+    for b in range(5):
+        per_point = logits[b].t()
+        assert float(ce[b]) == pytest.approx(float(torch.nn.functional.cross_entropy(per_point, labels)), rel=1e-12)
+        assert float(acc[b]) == pytest.approx(float((per_point.argmax(1) == labels).double().mean()))
+
+
+def test_spiral_data_shapes_and_radius():
+    x, y = spiral_data(20, 0.0, np.random.default_rng(0))
+    assert x.shape == (40, 2) and y.tolist() == [0] * 20 + [1] * 20
+    r = np.hypot(x[:, 0], x[:, 1])
+    assert r.min() >= 1 and r.max() <= 5
+
+
+def test_spiral_task_cvs_match_plain_module():
+    cfg = parse(SPIRAL)
+    task = make_task(cfg, torch.device("cpu"))
+    assert task.n_params == 116
+    walkers = task.sample_uniform(4, torch.Generator().manual_seed(0))
+    assert bool(((walkers >= task.lo) & (walkers <= task.hi)).all())
+    x, y = task.cvs(walkers)
+    module, cvs = task.plain_step_fn()
+    for b in range(4):
+        torch.nn.utils.vector_to_parameters(walkers[b], module.parameters())
+        px, py = cvs(module)
+        assert float(x[b]) == pytest.approx(px, abs=1e-5) and float(y[b]) == pytest.approx(py)
+
+
+def test_move_sizes_adapt_toward_target():
+    task = make_task(parse(BOX), torch.device("cpu"))
+    moves = MoveSizes.initial(task, 0.1)
+    moves.attempted += 100
+    moves.accepted += 90
+    moves.adapt(task, 0.5)
+    assert float(moves.sigma[0]) == pytest.approx(0.1 * 1.8)
+    assert float(moves.total_attempted[0]) == 100 and float(moves.attempted[0]) == 0
+    moves.attempted += 100
+    moves.adapt(task, 0.5)                   # nothing accepted: halve
+    assert float(moves.sigma[0]) == pytest.approx(0.09)
+
+
+def test_wlmc_step_respects_box_and_window_and_flattens_1d():
+    """One window, one walker batch, on box_quadratic (n=3, m=1): all moves stay in the box and
+    the window, and ln g converges to S_1(x) = x / 2 (+ const) along x."""
+    cfg = parse(BOX)
+    task = make_task(cfg, torch.device("cpu"))
+    grid = Grid.from_config(cfg.grid)
+    gen = torch.Generator().manual_seed(5)
+    params, _ = drive_into_window(task, task.sample_uniform(64, gen), (-4.0, 0.0), (-4.0, 0.6), 2000, 0.05)
+    walkers, inside = Walkers.at(task, params, grid, 0, grid.x.bins)
+    assert bool(inside.all())
+    est = Estimate.zeros(grid.x.bins, grid.y.bins, 0.05, torch.device("cpu"))
+    moves = MoveSizes.initial(task, 0.3)
+    with torch.no_grad():
+        for step in range(4000):
+            wlmc_step(task, grid, walkers, est, moves, 0, gen)
+            if step % 500 == 499:
+                moves.adapt(task, 0.5)
+                est.ln_f /= 2
+    assert bool(((walkers.params.abs() <= 1.0).all()))
+    assert bool((walkers.x >= -4.0).all() and (walkers.x < 0.0).all())
+    # marginal over y: ln sum_y g(x, y) is S_1(x) + const = x / 2 + const (x = ln w1^2 <= 0)
+    visited = est.visits > 0
+    g_x = torch.logsumexp(torch.where(visited, est.ln_g, torch.tensor(-torch.inf, dtype=torch.float64)), dim=1).numpy()
+    centres = grid.x.centers
+    slope = np.polyfit(centres, g_x, 1)[0]
+    assert slope == pytest.approx(0.5, abs=0.05)
+
+
+def test_compiled_cvs_match_eager():
+    eager = make_task(parse(SPIRAL), torch.device("cpu"))
+    compiled = make_task(parse(SPIRAL + "[model]\ncompile = true\n"), torch.device("cpu"))
+    walkers = eager.sample_uniform(64, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        (x0, y0), (x1, y1) = eager.cvs(walkers), compiled.cvs(walkers)
+    torch.testing.assert_close(x1, x0, rtol=1e-5, atol=1e-5)
+    assert float((y1 - y0).abs().max()) <= 0.01 + 1e-6     # at most a tie-breaking point flips

@@ -1,0 +1,130 @@
+"""The engine end to end under real mpiexec: spiral runs, run files, failures, layout errors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from conftest import MPIEXEC, ROOT, env, run_rewl
+from rewl.storage import RunStore
+
+
+def _check_complete(out, windows: int, steps: int) -> None:
+    rec = RunStore(out).read_run()
+    assert rec.status in ("budget-exhausted", "converged")
+    assert rec.steps == steps and rec.n_windows == windows and rec.n_params == 116
+    assert rec.move_attempted.sum() > 0
+    for w in rec.windows:
+        lo, hi = w.x_bins
+        assert w.ln_g.shape == (hi - lo, len(rec.y_edges) - 1)
+        assert (w.visits > 0).sum() > 5
+        assert np.all(np.isfinite(w.ln_g))
+    if windows > 1:
+        assert np.all(rec.swap_attempted > 0) and np.all(rec.swap_accepted > 0)
+    assert len(rec.history_step) > 0 and rec.history_ln_f.shape == (len(rec.history_step), windows)
+
+
+def test_spiral_one_rank(spiral_deck, tmp_path):
+    deck = spiral_deck(max_steps=2000)
+    proc = run_rewl(["run", str(deck)])
+    assert proc.returncode == 0, proc.stderr
+    assert "results in" in proc.stdout
+    _check_complete(tmp_path / "run", 1, 2000)
+    info = run_rewl(["info", str(tmp_path / "run")])
+    assert info.returncode == 0 and "budget-exhausted" in info.stdout
+
+
+def test_spiral_four_ranks(spiral_deck, tmp_path):
+    deck = spiral_deck(max_steps=2000, windows=4)
+    proc = run_rewl(["run", str(deck)], ranks=4)
+    assert proc.returncode == 0, proc.stderr
+    _check_complete(tmp_path / "run", 4, 2000)
+
+
+def test_two_ranks_per_window_share_one_estimate(spiral_deck, tmp_path):
+    deck = spiral_deck(max_steps=1000, windows=2, ranks_per_window=2)
+    proc = run_rewl(["run", str(deck)], ranks=4)
+    assert proc.returncode == 0, proc.stderr
+    _check_complete(tmp_path / "run", 2, 1000)
+    store = RunStore(tmp_path / "run")
+    step = store.latest_step()
+    for window in (0, 1):
+        a, b = (store.read_checkpoint(step, 2 * window + k) for k in (0, 1))
+        np.testing.assert_array_equal(a.ln_g, b.ln_g)        # merged increments: one ln g per window
+        np.testing.assert_array_equal(a.visits, b.visits)
+        assert not np.array_equal(a.params, b.params)        # but their own walkers
+    rec = store.read_run()
+    # every walker-step of both ranks is in the window's visit count
+    assert rec.windows[0].visits.sum() == 1000 * 32 * 2
+
+
+def test_existing_output_is_not_overwritten(spiral_deck, tmp_path):
+    deck = spiral_deck(max_steps=500)
+    assert run_rewl(["run", str(deck)]).returncode == 0
+    before = (tmp_path / "run" / "run.h5").read_bytes()
+    proc = run_rewl(["run", str(deck)])
+    assert proc.returncode == 2 and "--force" in proc.stderr
+    assert (tmp_path / "run" / "run.h5").read_bytes() == before
+    assert run_rewl(["run", str(deck), "--force"]).returncode == 0
+
+
+def test_world_size_mismatch_is_one_clear_error(spiral_deck):
+    deck = spiral_deck(windows=4)
+    proc = run_rewl(["run", str(deck)], ranks=2, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.count("mpiexec -n 4") == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_exception_on_one_rank_aborts_all_quickly(spiral_deck, tmp_path):
+    deck = spiral_deck(max_steps=200_000, windows=4)
+    cmd = [MPIEXEC, "-n", "4", sys.executable, str(ROOT / "tests" / "helpers" / "fail_rank.py"), "2", str(deck)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
+    failed_at, lines = None, []
+    for line in proc.stderr:                  # the failing rank prints its traceback, then aborts
+        lines.append(line)
+        if "injected failure" in line and failed_at is None:
+            failed_at = time.monotonic()
+    proc.wait(timeout=120)
+    stderr = "".join(lines)
+    assert failed_at is not None, stderr
+    assert time.monotonic() - failed_at < 30, "mpiexec outlived the failure by 30 s"
+    assert proc.returncode != 0
+    assert "[rank 2]" in stderr
+    # the last checkpoint stays readable
+    store = RunStore(tmp_path / "run")
+    assert store.read_run().status == "running"
+    store.read_checkpoint(store.latest_step(), 0)
+
+
+def test_unreachable_window_fails_with_clear_message(tmp_path):
+    deck = tmp_path / "box.toml"
+    deck.write_text(f"""
+[run]
+max_steps = 1000
+[task]
+kind = "box_quadratic"
+n = 4
+m = 2
+[grid.x]
+min = -1.0
+max = 4.0
+width = 0.1
+[grid.y]
+min = -4.0
+max = 0.7
+width = 0.1
+[windows]
+count = 2
+[init]
+max_iterations = 300
+[output]
+dir = "{tmp_path / 'run'}"
+""")
+    t0 = time.monotonic()
+    proc = run_rewl(["run", str(deck)], ranks=2, timeout=120)
+    assert proc.returncode != 0
+    assert "window 1" in proc.stderr and "unreachable" in proc.stderr
+    assert time.monotonic() - t0 < 60

@@ -1,0 +1,103 @@
+"""Resume: a run stopped by SIGTERM and resumed equals the uninterrupted run bit for bit."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, env, rewl_cmd, run_rewl
+from rewl.storage import Checkpoint, RunStore
+
+STEPS = 30_000
+
+
+def _wait_for_checkpoint_after_start(store: RunStore, proc: subprocess.Popen, timeout: float = 120) -> int:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        assert proc.poll() is None, "run ended before it could be interrupted"
+        try:
+            step = store.latest_step()
+            if step > 0:
+                return step
+        except Exception:  # noqa: BLE001 - not written yet
+            pass
+        time.sleep(0.2)
+    raise AssertionError("no checkpoint appeared")
+
+
+def _assert_same_run(a: RunStore, b: RunStore, ranks: int) -> None:
+    ra, rb = a.read_run(), b.read_run()
+    assert ra.status == rb.status == "budget-exhausted" and ra.steps == rb.steps == STEPS
+    for wa, wb in zip(ra.windows, rb.windows):
+        for name in ("ln_g", "hist", "visits"):
+            np.testing.assert_array_equal(getattr(wa, name), getattr(wb, name))
+        assert (wa.ln_f, wa.stage, wa.converged, wa.flatness) == (wb.ln_f, wb.stage, wb.converged, wb.flatness)
+    for name in ("move_attempted", "move_accepted", "swap_attempted", "swap_accepted",
+                 "history_step", "history_ln_f", "history_flatness"):
+        np.testing.assert_array_equal(getattr(ra, name), getattr(rb, name))
+    step = a.latest_step()
+    assert step == b.latest_step() == STEPS
+    for rank in range(ranks):
+        ca, cb = a.read_checkpoint(step, rank), b.read_checkpoint(step, rank)
+        for field in Checkpoint.__dataclass_fields__:
+            if field in ("elapsed_seconds", "init_seconds"):
+                continue
+            va, vb = getattr(ca, field), getattr(cb, field)
+            if isinstance(va, np.ndarray):
+                np.testing.assert_array_equal(va, vb, err_msg=field)
+            else:
+                assert va == vb, field
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM])
+def test_sigterm_then_resume_is_bit_identical(spiral_deck, tmp_path, sig):
+    ranks = 4
+    straight = spiral_deck("straight.toml", max_steps=STEPS, windows=4, checkpoint_interval=1000,
+                           out=str(tmp_path / "straight"))
+    stopped = spiral_deck("stopped.toml", max_steps=STEPS, windows=4, checkpoint_interval=1000,
+                          out=str(tmp_path / "stopped"))
+    proc = run_rewl(["run", str(straight)], ranks=ranks, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+
+    store = RunStore(tmp_path / "stopped")
+    proc = subprocess.Popen(rewl_cmd(["run", str(stopped)], ranks), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env(), cwd=ROOT)
+    _wait_for_checkpoint_after_start(store, proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    rec = store.read_run()
+    assert rec.status == "interrupted" and 0 < rec.steps < STEPS, (rec.status, rec.steps)
+    assert store.latest_step() == rec.steps
+
+    proc = run_rewl(["run", str(stopped), "--resume"], ranks=ranks, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming" in proc.stdout
+    _assert_same_run(RunStore(tmp_path / "straight"), store, ranks)
+
+
+def test_resume_refuses_a_changed_deck(spiral_deck, tmp_path):
+    deck = spiral_deck(max_steps=500)
+    assert run_rewl(["run", str(deck)]).returncode == 0
+    changed = tmp_path / "changed.toml"
+    changed.write_text(deck.read_text().replace("walkers_per_rank = 32", "walkers_per_rank = 16"))
+    proc = run_rewl(["run", str(changed), "--resume", "--out", str(tmp_path / "run")])
+    assert proc.returncode == 2 and "[sampler]" in proc.stderr
+
+
+def test_resume_extends_the_budget(spiral_deck, tmp_path):
+    deck = spiral_deck(max_steps=500)
+    assert run_rewl(["run", str(deck)]).returncode == 0
+    longer = tmp_path / "longer.toml"
+    longer.write_text(deck.read_text().replace("max_steps = 500", "max_steps = 1000"))
+    proc = run_rewl(["run", str(longer), "--resume", "--out", str(tmp_path / "run")])
+    assert proc.returncode == 0, proc.stderr
+    assert RunStore(tmp_path / "run").read_run().steps == 1000
+
+
+def test_resume_without_a_run_is_a_clear_error(spiral_deck, tmp_path):
+    proc = run_rewl(["run", str(spiral_deck()), "--resume"])
+    assert proc.returncode == 2 and "no run file" in proc.stderr
