@@ -92,9 +92,6 @@ class Comm:
     def barrier(self) -> None:
         self.world.Barrier()
 
-    def abort(self, code: int = 1) -> None:
-        self.world.Abort(code)
-
 
 def run_or_abort(main: Callable[[], int], rank: int) -> int:
     """Run `main`; if it raises on this rank, print the rank's traceback and abort every rank, so a

@@ -24,7 +24,6 @@ import numpy as np
 
 SCHEMA_VERSION = 1
 FORMAT = "rewl-run"
-STATUSES = ("initialising", "running", "converged", "budget-exhausted", "interrupted")
 
 
 class StorageError(RuntimeError):

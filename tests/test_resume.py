@@ -14,6 +14,12 @@ from rewl.storage import Checkpoint, RunStore
 STEPS = 30_000
 
 
+def _start(deck, ranks: int | None = None) -> subprocess.Popen:
+    """`rewl run DECK` in the background (under mpiexec when ranks is given)."""
+    return subprocess.Popen(rewl_cmd(["run", str(deck)], ranks), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env(), cwd=ROOT)
+
+
 def _wait_for_checkpoint_after_start(store: RunStore, proc: subprocess.Popen, timeout: float = 120) -> int:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
@@ -63,8 +69,7 @@ def test_sigterm_then_resume_is_bit_identical(spiral_deck, tmp_path, sig):
     assert proc.returncode == 0, proc.stderr
 
     store = RunStore(tmp_path / "stopped")
-    proc = subprocess.Popen(rewl_cmd(["run", str(stopped)], ranks), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env(), cwd=ROOT)
+    proc = _start(stopped, ranks)
     _wait_for_checkpoint_after_start(store, proc)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
@@ -101,3 +106,18 @@ def test_resume_extends_the_budget(spiral_deck, tmp_path):
 def test_resume_without_a_run_is_a_clear_error(spiral_deck, tmp_path):
     proc = run_rewl(["run", str(spiral_deck()), "--resume"])
     assert proc.returncode == 2 and "no run file" in proc.stderr
+
+
+def test_sigusr1_checkpoints_and_stops(spiral_deck, tmp_path):
+    deck = spiral_deck(max_steps=2_000_000, checkpoint_interval=500)
+    store = RunStore(tmp_path / "run")
+    proc = _start(deck)
+    _wait_for_checkpoint_after_start(store, proc)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGUSR1)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert time.monotonic() - t0 < 30
+    rec = store.read_run()
+    assert rec.status == "interrupted" and store.latest_step() == rec.steps
+    assert "interrupted" in out
