@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
 from .comm import env_rank
 from .config import Config, DeckError, load
 
@@ -25,6 +27,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("deck")
     i = sub.add_parser("info", help="summarise a run directory or run file")
     i.add_argument("run")
+    s = sub.add_parser("sgd", help="train independent SGD/Adam baselines of the deck's network ([baseline] table)")
+    s.add_argument("deck")
+    s.add_argument("--runs", type=int, help="number of runs (default: [baseline] runs)")
+    s.add_argument("--out", help="output directory (default: [output] dir); writes baseline.h5 there")
+    s.add_argument("--force", action="store_true", help="overwrite an existing baseline.h5")
     b = sub.add_parser("bench", help="walker-steps per second: batched engine vs a plain one-walker loop")
     b.add_argument("deck")
     b.add_argument("--seconds", type=float, default=5.0, help="time per measurement (default 5)")
@@ -47,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "check":
         return check(cfg)
+    if args.command == "sgd":
+        return sgd(cfg, args.runs, args.out or cfg.output.dir, args.force)
     if args.command == "bench":
         from .bench import bench
         return bench(cfg, args.seconds, args.walkers, args.threads)
@@ -88,4 +97,28 @@ def check(cfg: Config) -> int:
             f"{k * w.ranks_per_window}-{(k + 1) * w.ranks_per_window - 1}"
         print(f"  window {k:<3d} x in [{edges[lo]:.4g}, {edges[hi]:.4g}) bins {lo}-{hi - 1} on rank(s) {ranks}")
     print(f"  output    {cfg.output.dir}")
+    return 0
+
+
+def sgd(cfg: Config, runs: int | None, out_dir: str, force: bool) -> int:
+    """Train the baselines and write OUT/baseline.h5."""
+    from .baseline import train_baselines
+    from .storage import RunStore
+    store = RunStore(out_dir)
+    if store.baseline_path.exists() and not force:
+        print(f"rewl: error: {store.baseline_path} exists; pass --force to overwrite it", file=sys.stderr)
+        return 2
+    if runs is not None and runs <= 0:
+        print(f"rewl: error: --runs must be positive (got {runs})", file=sys.stderr)
+        return 2
+    if cfg.task.kind != "spiral":
+        print(f"rewl: error: {cfg.path}: [task] kind: {cfg.task.kind!r} has no network to train", file=sys.stderr)
+        return 2
+    rec = train_baselines(cfg, runs)
+    path = store.write_baseline(rec)
+    final_x, final_y = rec.x[:, -1], rec.y[:, -1]
+    print(f"rewl sgd: {rec.runs} runs of {rec.optimizer} (lr {rec.learning_rate:g}, batch {rec.batch_size}, "
+          f"{rec.step[-1]} steps) in {rec.elapsed_seconds:.1f} s; final ln L_train {final_x.mean():.3f} "
+          f"+- {final_x.std(ddof=1) / np.sqrt(rec.runs) if rec.runs > 1 else 0:.3f}, "
+          f"{rec.y_label} {final_y.mean():.3f}; written to {path}")
     return 0

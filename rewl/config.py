@@ -18,6 +18,7 @@ SCHEDULES = ("halving", "1/t")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 ACTIVATIONS = ("relu", "tanh", "silu")
+OPTIMIZERS = ("sgd", "adam")
 
 
 class DeckError(ValueError):
@@ -126,6 +127,19 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class BaselineConfig:
+    """Independent SGD/Adam trainings of the task's network (``python -m rewl sgd``)."""
+
+    optimizer: str = "sgd"
+    learning_rate: float = 0.1
+    batch_size: int = 10             # points per step and run; 0 = the full training set
+    steps: int = 2000
+    record_interval: int = 10        # steps between recorded (x, y) points of each trajectory
+    runs: int = 100
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     text: str
@@ -139,6 +153,7 @@ class Config:
     exchange: ExchangeConfig
     init: InitConfig
     output: OutputConfig
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
     @property
     def world_size(self) -> int:
@@ -231,7 +246,8 @@ def parse(text: str, path: str = "<deck>") -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise DeckError(path, "(syntax)", f"not valid TOML: {exc}") from None
 
-    tables = ("run", "task", "model", "sampler", "grid", "windows", "schedule", "exchange", "init", "output")
+    tables = ("run", "task", "model", "sampler", "grid", "windows", "schedule", "exchange", "init", "output",
+              "baseline")
     for name in data:
         if name not in tables:
             near = difflib.get_close_matches(name, tables, n=1)
@@ -370,6 +386,21 @@ def parse(text: str, path: str = "<deck>") -> Config:
     )
     t.finish()
 
+    t = table("baseline")
+    baseline = BaselineConfig(
+        optimizer=t.get("optimizer", str, "sgd", _one_of(OPTIMIZERS)),
+        learning_rate=t.get("learning_rate", float, 0.1, _positive),
+        batch_size=t.get("batch_size", int, 10, _nonneg),
+        steps=t.get("steps", int, 2000, _positive),
+        record_interval=t.get("record_interval", int, 10, _positive),
+        runs=t.get("runs", int, 100, _positive),
+        seed=t.get("seed", int, 0, _nonneg),
+    )
+    t.finish()
+    if kind == "spiral" and baseline.batch_size > 2 * task.train_per_class:
+        raise DeckError(path, "[baseline] batch_size",
+                        f"must be at most the {2 * task.train_per_class} training points (got {baseline.batch_size})")
+
     # cross-table consistency: all step intervals are counted at synchronisation points
     sync = sampler.sync_interval
     for tname, key, value in (("schedule", "check_interval", schedule.check_interval),
@@ -389,4 +420,4 @@ def parse(text: str, path: str = "<deck>") -> Config:
         except ValueError as exc:
             raise DeckError(path, "[windows] count", f"{exc} with [grid.x] giving {n_x} bins") from None
 
-    return Config(path, text, run, task, model, sampler, grid, windows, schedule, exchange, init, output)
+    return Config(path, text, run, task, model, sampler, grid, windows, schedule, exchange, init, output, baseline)

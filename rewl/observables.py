@@ -13,12 +13,17 @@ def _binary_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.where(labels.bool(), -diff, diff)
 
 
+def cross_entropy_points(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of every point: logits (B, C, P), labels (P,) -> (B, P)."""
+    if logits.shape[1] == 2:
+        return torch.nn.functional.softplus(_binary_margin(logits, labels))
+    correct = logits.gather(1, labels.expand(logits.shape[0], 1, -1)).squeeze(1)
+    return torch.logsumexp(logits, dim=1) - correct
+
+
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over points of each walker: logits (B, C, P), labels (P,) -> (B,)."""
-    if logits.shape[1] == 2:
-        return torch.nn.functional.softplus(_binary_margin(logits, labels)).mean(dim=1)
-    correct = logits.gather(1, labels.expand(logits.shape[0], 1, -1)).squeeze(1)
-    return (torch.logsumexp(logits, dim=1) - correct).mean(dim=1)
+    return cross_entropy_points(logits, labels).mean(dim=1)
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -118,6 +118,29 @@ class Checkpoint:
     history_flatness: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
 
+@dataclass
+class BaselineRecord:
+    """Trajectories of independent SGD/Adam trainings (``python -m rewl sgd``)."""
+
+    deck_text: str
+    deck_path: str
+    task: str
+    optimizer: str
+    learning_rate: float
+    batch_size: int
+    x_label: str
+    y_label: str
+    step: np.ndarray               # (T,) training steps of the records
+    x: np.ndarray                  # (runs, T) ln L_train
+    y: np.ndarray                  # (runs, T) the landscape's y (test accuracy or ln L_test)
+    elapsed_seconds: float
+    rewl_version: str = ""
+
+    @property
+    def runs(self) -> int:
+        return self.x.shape[0]
+
+
 def _atomic_h5(path: Path):
     """Context manager: an h5py File on a temporary name, renamed onto `path` on success."""
     class _Writer:
@@ -253,6 +276,50 @@ class RunStore:
                 swap_attempted=acc["swap_attempted"][()], swap_accepted=acc["swap_accepted"][()],
                 history_step=f["history/step"][()], history_ln_f=f["history/ln_f"][()],
                 history_flatness=f["history/flatness"][()])
+
+    # -- SGD baselines -------------------------------------------------------------------------
+
+    BASELINE_FILE = "baseline.h5"
+
+    @property
+    def baseline_path(self) -> Path:
+        return self.dir / self.BASELINE_FILE
+
+    def write_baseline(self, rec: BaselineRecord, path: str | Path | None = None) -> Path:
+        path = Path(path) if path else self.baseline_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _atomic_h5(path) as f:
+            f.attrs["format"] = FORMAT + "-baseline"
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            for name in ("deck_path", "task", "optimizer", "learning_rate", "batch_size", "x_label", "y_label",
+                         "elapsed_seconds", "rewl_version"):
+                f.attrs[name] = getattr(rec, name)
+            f.create_dataset("deck", data=rec.deck_text)
+            for name in ("step", "x", "y"):
+                f.create_dataset(name, data=getattr(rec, name))
+        return path
+
+    @staticmethod
+    def read_baseline(path: str | Path) -> BaselineRecord:
+        path = Path(path)
+        if not path.exists():
+            raise StorageError(f"{path}: no such baseline file")
+        try:
+            f = h5py.File(path, "r")
+        except OSError as exc:
+            raise StorageError(f"{path}: not an HDF5 file ({exc})") from None
+        with f:
+            if f.attrs.get("format") != FORMAT + "-baseline":
+                raise StorageError(f"{path}: not a rewl SGD baseline file (made by `python -m rewl sgd`)")
+            if int(f.attrs.get("schema_version", -1)) != SCHEMA_VERSION:
+                raise StorageError(f"{path}: unknown baseline schema")
+            a = {k: _scalar(v) for k, v in f.attrs.items()}
+            return BaselineRecord(
+                deck_text=f["deck"][()].decode(), deck_path=str(a["deck_path"]), task=str(a["task"]),
+                optimizer=str(a["optimizer"]), learning_rate=float(a["learning_rate"]),
+                batch_size=int(a["batch_size"]), x_label=str(a["x_label"]), y_label=str(a["y_label"]),
+                step=f["step"][()], x=f["x"][()], y=f["y"][()], elapsed_seconds=float(a["elapsed_seconds"]),
+                rewl_version=str(a["rewl_version"]))
 
     # -- checkpoints ----------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import torch
 
 from .config import Config
 from .models import FNN, batched_forward, n_params, param_layout
-from .observables import accuracy, cross_entropy, ln_sum_squares
+from .observables import accuracy, cross_entropy, cross_entropy_points, ln_sum_squares
 
 
 def spiral_data(per_class: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -67,6 +67,15 @@ class Task:
     def describe(self) -> str:
         return f"{self.name}: {self.n_params} parameters"
 
+    def train_point_losses(self, walkers: torch.Tensor) -> torch.Tensor:
+        """Loss of every training point, differentiable: (B, n_params) -> (B, P_train).
+        Only tasks with a network to train (SGD baselines) have it."""
+        raise TypeError(f"task {self.name!r} has no network to train")
+
+    def initial_weights(self, count: int, seed: int) -> torch.Tensor:
+        """`count` weight vectors from the network's standard initialisation: (count, n_params)."""
+        raise TypeError(f"task {self.name!r} has no network to train")
+
 
 class SpiralTask(Task):
     """Spiral classification with an FNN; x = ln cross-entropy on train, y = hard test accuracy."""
@@ -112,6 +121,20 @@ class SpiralTask(Task):
     def x_of(self, walkers: torch.Tensor) -> torch.Tensor:
         logits = self.forward(walkers, self.inputs_t[:, : self.n_train])
         return torch.log(cross_entropy(logits, self.labels_train))
+
+    def train_point_losses(self, walkers: torch.Tensor) -> torch.Tensor:
+        logits = self.forward(walkers, self.inputs_t[:, : self.n_train])
+        return cross_entropy_points(logits, self.labels_train)
+
+    def initial_weights(self, count: int, seed: int) -> torch.Tensor:
+        """PyTorch's default initialisation of nn.Linear (uniform +-1/sqrt(fan_in)), per run."""
+        gen = torch.Generator().manual_seed(seed)
+        rows = []
+        for layer in self.module.layers:
+            bound = 1.0 / math.sqrt(layer.in_features)
+            size = layer.weight.numel() + layer.bias.numel()
+            rows.append((torch.rand(count, size, generator=gen, dtype=torch.float64) * 2 - 1) * bound)
+        return torch.cat(rows, dim=1).to(device=self.lo.device, dtype=self.dtype)
 
     def describe(self) -> str:
         hidden = [layer.out_features for layer in self.module.layers[:-1]]
