@@ -26,7 +26,7 @@ from .grid import Grid, window_bins
 from .moves import MoveSizes, Walkers, drive_into_window, wlmc_step
 from .storage import Checkpoint, RunRecord, RunStore, StorageError, WindowRecord
 from .tasks import make_task
-from .wl import Estimate, advance_schedule, established_bins, flatness, schedule_progress
+from .wl import Estimate, advance_schedule, flatness, schedule_progress
 
 # columns of the status row every rank shares at each synchronisation
 _ROW = ("window", "ln_f", "flatness", "converged", "stop", "stage", "one_over_t", "move_att", "move_acc",
@@ -197,7 +197,7 @@ class Engine:
         """Flatness over established bins, then the ln f schedule (identical on the window's ranks)."""
         est = self.est
         visited = est.visits > 0
-        self.flat = flatness(est.hist, established_bins(est.visits, self.cfg.schedule.min_visit_fraction))
+        self.flat = flatness(est.hist, est.visits, self.cfg.schedule.min_visit_fraction)
         # t of the 1/t schedule: Monte Carlo time per bin of one walker (the estimate is their average)
         steps_per_bin = self.step / max(1, int(visited.sum()))
         advance_schedule(est, self.cfg.schedule, self.flat, steps_per_bin)

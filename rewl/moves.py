@@ -112,8 +112,11 @@ def drive_into_window(task: Task, params: torch.Tensor, x_range: tuple[float, fl
 
     Random weights sit at high training loss; windows may lie below or above it, so the drive goes
     either way: the loss is relu(|x - centre| - width / 4), not squared, so Adam's steps keep
-    their size up to the target instead of fading near it. Returns the moved walkers and the
-    iterations used; raises RuntimeError naming the farthest x when some walker did not arrive.
+    their size up to the target instead of fading near it. Some walkers cannot move at all (a
+    network whose ReLUs are all dead has zero gradient): every 500 iterations, once at least half
+    have arrived, the rest are replaced by copies of arrived walkers (the equilibration that follows
+    separates the copies). Returns the walkers and the iterations used; raises RuntimeError naming
+    the farthest x when fewer than half arrived within max_iterations.
     """
     def miss(values: torch.Tensor, lo: float, hi: float, margin: float) -> torch.Tensor:
         centre, half = 0.5 * (lo + hi), (0.5 - margin) * (hi - lo)
@@ -134,6 +137,11 @@ def drive_into_window(task: Task, params: torch.Tensor, x_range: tuple[float, fl
             grad, = torch.autograd.grad(off.sum(), p)
         moving = off > 0
         if not bool(moving.any()):
+            return params, it - 1
+        arrived = torch.nonzero(~moving).squeeze(1)
+        if it % 500 == 0 and 2 * len(arrived) >= len(params):
+            stuck = torch.nonzero(moving).squeeze(1)
+            params[stuck] = params[arrived[torch.arange(len(stuck), device=params.device) % len(arrived)]]
             return params, it - 1
         grad = torch.nan_to_num(grad)
         m.mul_(beta1).add_(grad, alpha=1 - beta1)

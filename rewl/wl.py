@@ -77,9 +77,15 @@ def established_bins(visits: torch.Tensor, min_fraction: float) -> torch.Tensor:
     return visited & (visits >= min_fraction * visits[visited].mean())
 
 
-def flatness(hist: torch.Tensor, visited: torch.Tensor) -> float:
-    """min H / mean H over the visited bins (0 when nothing was visited)."""
-    h = hist[visited]
+def flatness(hist: torch.Tensor, visits: torch.Tensor, min_fraction: float) -> float:
+    """min H / mean H over the established bins; 0 until every x row of the window was visited.
+
+    The x range of a window is known in advance, its y range is not: like the "all bins visited"
+    rule of Belardinelli and Pereyra, ln f may not fall before walkers have reached both ends of
+    the window, or the unexplored rows would never be filled."""
+    if not bool((visits.sum(dim=1) > 0).all()):
+        return 0.0
+    h = hist[established_bins(visits, min_fraction)]
     if h.numel() == 0:
         return 0.0
     mean = float(h.mean())

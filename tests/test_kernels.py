@@ -46,9 +46,10 @@ def test_deposit_counts_repeated_bins_and_flatness():
     deposit(est, torch.tensor([0, 0, 2]), torch.tensor([1, 1, 0]))
     assert est.hist.tolist() == [[0, 2], [0, 0], [1, 0]]
     assert est.ln_g.tolist() == [[0, 1.0], [0, 0], [0.5, 0]]
-    visited = est.visits > 0
-    assert flatness(est.hist, visited) == pytest.approx(1 / 1.5)
-    assert flatness(est.hist, torch.zeros_like(visited)) == 0.0
+    assert flatness(est.hist, est.visits, 0.0) == 0.0          # x row 1 never visited: not flat
+    deposit(est, torch.tensor([1]), torch.tensor([0]))
+    assert flatness(est.hist, est.visits, 0.0) == pytest.approx(1 / (4 / 3))
+    assert flatness(est.hist, est.visits, 0.9) == 1.0           # only the bin of 2 visits is established
 
 
 def test_established_bins_skip_rare_fringe_bins():

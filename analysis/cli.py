@@ -1,0 +1,116 @@
+"""``python -m analysis {landscape,report,compare,diagnostics}``: figures and numbers from run files.
+
+Bad arguments (a missing file, a file that is not a run, runs on different grids, windows that
+do not join) print one clear message and exit with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from .landscape import AnalysisError, read_run
+
+
+def _join_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--min-common", type=int, default=5, help="visited bins two windows must share (default 5)")
+    p.add_argument("--max-residual", type=float, default=0.5,
+                   help="largest RMS mismatch of ln g in an overlap after the fitted constant (default 0.5)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m analysis", description="Entropy landscapes from rewl run files.")
+    sub = p.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("landscape", help="heatmap of S with equilibrium, max-entropy and SGD curves")
+    a.add_argument("runs", nargs="+", help="run directories (or run.h5) of one deck, independent seeds")
+    a.add_argument("--sgd", help="baseline.h5 from `python -m rewl sgd`")
+    a.add_argument("-o", "--out", required=True, help="figure path; .png and .pdf are written")
+    a.add_argument("--label", default="")
+    _join_args(a)
+    r = sub.add_parser("report", help="the numbers behind the figures, as a table or JSON")
+    r.add_argument("runs", nargs="+")
+    r.add_argument("--sgd")
+    r.add_argument("--json", action="store_true")
+    _join_args(r)
+    c = sub.add_parser("compare", help="several experiments: landscape panel and equilibrium vs SGD")
+    c.add_argument("specs", nargs="+", metavar="LABEL=RUN[,RUN...][@SGD]",
+                   help="one experiment each, e.g. w30=runs/a,runs/b@runs/a/baseline.h5")
+    c.add_argument("-o", "--out", required=True)
+    _join_args(c)
+    d = sub.add_parser("diagnostics", help="ln f, flatness, swap and move acceptance of a run")
+    d.add_argument("run")
+    d.add_argument("-o", "--out", required=True)
+    return p
+
+
+def _parse_spec(spec: str) -> tuple[str, list[str], str | None]:
+    if "=" not in spec:
+        raise AnalysisError(f"experiment {spec!r}: expected LABEL=RUN[,RUN...][@SGD]")
+    label, rest = spec.split("=", 1)
+    runs, _, sgd = rest.partition("@")
+    run_list = [r for r in runs.split(",") if r]
+    if not label or not run_list:
+        raise AnalysisError(f"experiment {spec!r}: expected LABEL=RUN[,RUN...][@SGD]")
+    return label, run_list, sgd or None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .experiment import load_experiment, report_dict
+    from .figures import compare_figure, diagnostics_figure, landscape_figure
+    join = {} if args.command == "diagnostics" else {"min_common": args.min_common, "max_residual": args.max_residual}
+    try:
+        if args.command == "diagnostics":
+            paths = diagnostics_figure(read_run(args.run), args.out)
+        elif args.command == "compare":
+            exps = [load_experiment(runs, sgd, label, **join) for label, runs, sgd in map(_parse_spec, args.specs)]
+            paths = compare_figure(exps, args.out)
+        else:
+            exp = load_experiment(args.runs, args.sgd, getattr(args, "label", ""), **join)
+            if args.command == "report":
+                data = report_dict(exp)
+                print(json.dumps(data, indent=1) if args.json else format_report(data))
+                return 0
+            paths = landscape_figure(exp, args.out)
+            if exp.endpoint is not None:
+                print(endpoint_line(report_dict(exp)))
+    except AnalysisError as exc:
+        print(f"analysis: error: {exc}", file=sys.stderr)
+        return 2
+    print("wrote " + ", ".join(map(str, paths)))
+    return 0
+
+
+def endpoint_line(data: dict) -> str:
+    e = data["sgd_endpoint"]
+    return (f"at the SGD endpoint ln L_train = {e['x']:.3f} +- {e['x_stderr']:.3f}: "
+            f"equilibrium {data['y_label']} {e['equilibrium_y']:.3f} +- {_num(e['equilibrium_stderr'])}, "
+            f"SGD {e['sgd_y']:.3f} +- {e['sgd_stderr']:.3f}, advantage {e['advantage']:+.3f}")
+
+
+def _num(v) -> str:
+    return "nan" if v is None or not np.isfinite(v) else f"{v:.3f}"
+
+
+def format_report(data: dict) -> str:
+    lines = [f"{data['label']}: {len(data['runs'])} run(s); x = {data['x_label']}, y = {data['y_label']}"]
+    for r, joins in enumerate(data["joins"]):
+        for j in joins:
+            lines.append(f"  run {r} join {j['windows'][0]}-{j['windows'][1]}: {j['common_bins']} common bins, "
+                         f"offset {j['offset']:.3f}, residual RMS {j['residual_rms']:.3f}")
+    sgd = "sgd_mean" in data
+    head = f"  {'x':>7}  {'<y> eq':>8} {'+-':>6}  {'max-S y':>8}" + (f"  {'SGD':>7} {'+-':>6}  {'adv':>7}" if sgd else "")
+    lines.append(head)
+    for i, x in enumerate(data["x_centers"]):
+        eq = data["equilibrium_mean"][i]
+        if eq is None and not (sgd and data["sgd_mean"][i] is not None):
+            continue
+        row = f"  {x:7.3f}  {_num(eq):>8} {_num(data['equilibrium_stderr'][i]):>6}  {_num(data['max_entropy_y'][i]):>8}"
+        if sgd:
+            row += f"  {_num(data['sgd_mean'][i]):>7} {_num(data['sgd_stderr'][i]):>6}  {_num(data['advantage'][i]):>7}"
+        lines.append(row)
+    if sgd:
+        lines.append(endpoint_line(data))
+    return "\n".join(lines)

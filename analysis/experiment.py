@@ -1,0 +1,86 @@
+"""One experiment: several run files of the same deck (independent seeds) and optionally an SGD
+baseline, reduced to the numbers behind every figure and report."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .landscape import (AnalysisError, Curve, Endpoint, Landscape, check_same_grid, equilibrium_over_runs,
+                        join_windows, read_baseline, read_run, sgd_curve, sgd_endpoint)
+
+
+@dataclass
+class Experiment:
+    label: str
+    runs: list[str]
+    lands: list[Landscape]        # one per run
+    mean_entropy: np.ndarray      # (n_x, n_y) mean over runs of S - max S (-inf where unvisited in all)
+    visited: np.ndarray           # (n_x, n_y) visited in every run
+    eq: Curve                     # <y>(x) over runs
+    top: Curve                    # max-entropy y(x) over runs
+    sgd: Curve | None
+    endpoint: Endpoint | None
+
+    @property
+    def land(self) -> Landscape:
+        return self.lands[0]
+
+    @property
+    def advantage(self) -> np.ndarray:
+        """Equilibrium minus SGD per x bin (n_x,), nan where either is missing."""
+        if self.sgd is None:
+            return np.full_like(self.eq.mean, np.nan)
+        return self.eq.mean - self.sgd.mean
+
+
+def load_experiment(runs: list[str], sgd: str | None = None, label: str = "", min_common: int = 5,
+                    max_residual: float = 0.5) -> Experiment:
+    if not runs:
+        raise AnalysisError("no run given")
+    recs = [read_run(r) for r in runs]
+    check_same_grid(recs, runs)
+    lands = []
+    for rec, name in zip(recs, runs):
+        try:
+            lands.append(join_windows(rec, min_common, max_residual))
+        except AnalysisError as exc:
+            raise AnalysisError(f"{name}: {exc}") from None
+    visited = np.logical_and.reduce([land.visited for land in lands])
+    stack = np.array([np.where(visited, land.entropy, 0.0) for land in lands])
+    mean_entropy = np.where(visited, stack.mean(axis=0), -np.inf)
+    if visited.any():
+        mean_entropy[visited] -= mean_entropy[visited].max()
+    eq, top = equilibrium_over_runs(lands)
+    curve = endpoint = None
+    if sgd is not None:
+        base = read_baseline(sgd)
+        if base.y_label != recs[0].y_label:
+            raise AnalysisError(f"{sgd}: records {base.y_label}, but the runs' y is {recs[0].y_label}")
+        curve = sgd_curve(base, recs[0].x_edges)
+        endpoint = sgd_endpoint(base, recs[0].x_edges, eq)
+    return Experiment(label or Path(runs[0]).name, runs, lands, mean_entropy, visited, eq, top, curve, endpoint)
+
+
+def report_dict(exp: Experiment) -> dict:
+    """Everything behind the figures, JSON-ready (nan -> None)."""
+    def clean(a):
+        return [None if not np.isfinite(v) else round(float(v), 6) for v in np.asarray(a, dtype=float)]
+    land = exp.land
+    out = {
+        "label": exp.label, "runs": exp.runs, "x_label": land.x_label, "y_label": land.y_label,
+        "x_centers": clean(land.x_centers),
+        "equilibrium_mean": clean(exp.eq.mean), "equilibrium_stderr": clean(exp.eq.stderr),
+        "max_entropy_y": clean(exp.top.mean), "max_entropy_stderr": clean(exp.top.stderr),
+        "joins": [[{"windows": list(p.windows), "common_bins": p.common_bins, "offset": round(p.offset, 6),
+                    "residual_rms": round(p.residual_rms, 6)} for p in l.pairs] for l in exp.lands],
+    }
+    if exp.sgd is not None:
+        out.update({"sgd_mean": clean(exp.sgd.mean), "sgd_stderr": clean(exp.sgd.stderr),
+                    "sgd_runs_per_bin": [int(c) for c in exp.sgd.count], "advantage": clean(exp.advantage)})
+        e = exp.endpoint
+        out["sgd_endpoint"] = {"x": e.x, "x_stderr": e.x_stderr, "sgd_y": e.sgd_y, "sgd_stderr": e.sgd_stderr,
+                               "equilibrium_y": e.eq_y, "equilibrium_stderr": e.eq_stderr,
+                               "advantage": e.advantage}
+    return out

@@ -1,0 +1,118 @@
+"""Figures (matplotlib, written as PNG and PDF): the landscape, equilibrium vs SGD over experiments,
+a panel of landscapes (e.g. one per network width), and run diagnostics."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from rewl.storage import RunRecord  # noqa: E402
+
+from .experiment import Experiment  # noqa: E402
+
+MAGENTA = "#e0249a"
+
+
+def save(fig: plt.Figure, out: str | Path) -> list[Path]:
+    """Write FIG.png and FIG.pdf (whatever suffix `out` has); returns both paths."""
+    out = Path(out)
+    base = out.with_suffix("") if out.suffix.lower() in (".png", ".pdf") else out
+    base.parent.mkdir(parents=True, exist_ok=True)
+    paths = [base.with_suffix(".png"), base.with_suffix(".pdf")]
+    for p in paths:
+        fig.savefig(p, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def draw_landscape(ax: plt.Axes, exp: Experiment, colorbar: bool = True) -> None:
+    """Heatmap of S - max S (warm = high entropy) with the equilibrium <y> (magenta dots), the
+    max-entropy y (magenta line) and the SGD curve (black, with its standard error)."""
+    land = exp.land
+    s = np.ma.masked_invalid(np.where(exp.visited, exp.mean_entropy, np.nan))
+    finite = s.compressed()
+    vmin = max(float(finite.min()), -40.0) if finite.size else -1.0
+    mesh = ax.pcolormesh(land.x_edges, land.y_edges, s.T, cmap="inferno", vmin=vmin, vmax=0.0, shading="flat")
+    if colorbar:
+        ax.figure.colorbar(mesh, ax=ax, label="S - max S")
+    x = land.x_centers
+    ax.plot(x, exp.top.mean, "-", color=MAGENTA, lw=1.5, label="max-entropy")
+    ax.errorbar(x, exp.eq.mean, yerr=np.nan_to_num(exp.eq.stderr), fmt="o", ms=3.5, color=MAGENTA,
+                mec="white", mew=0.4, elinewidth=0.8, label="equilibrium <y>")
+    if exp.sgd is not None:
+        ok = np.isfinite(exp.sgd.mean)
+        ax.plot(x[ok], exp.sgd.mean[ok], "-", color="black", lw=1.8, label="SGD")
+        lo, hi = exp.sgd.mean - np.nan_to_num(exp.sgd.stderr), exp.sgd.mean + np.nan_to_num(exp.sgd.stderr)
+        ax.fill_between(x[ok], lo[ok], hi[ok], color="black", alpha=0.25, lw=0)
+        if exp.endpoint is not None:
+            ax.plot([exp.endpoint.x], [exp.endpoint.sgd_y], "k*", ms=10, label="SGD end")
+    ax.set_xlabel("ln(train loss)")
+    ax.set_ylabel("test accuracy" if land.y_label == "A_test" else land.y_label)
+    ax.set_xlim(land.x_edges[0], land.x_edges[-1])
+    ax.set_ylim(land.y_edges[0], land.y_edges[-1])
+    ax.set_title(exp.label, fontsize=10)
+
+
+def landscape_figure(exp: Experiment, out: str | Path) -> list[Path]:
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    draw_landscape(ax, exp)
+    ax.legend(loc="lower left", fontsize=8, framealpha=0.8)
+    return save(fig, out)
+
+
+def compare_figure(exps: list[Experiment], out: str | Path) -> list[Path]:
+    """Left: a panel of the experiments' landscapes. Right: equilibrium vs SGD at the SGD endpoint,
+    one point per experiment, with the diagonal (above it: the high-entropy advantage)."""
+    n = len(exps)
+    fig, axes = plt.subplots(1, n + 1, figsize=(4.2 * (n + 1), 3.8), squeeze=False)
+    for ax, exp in zip(axes[0][:n], exps):
+        draw_landscape(ax, exp, colorbar=False)
+    ax = axes[0][n]
+    ends = [(e.label, e.endpoint) for e in exps if e.endpoint is not None]
+    for label, end in ends:
+        ax.errorbar(end.sgd_y, end.eq_y, xerr=end.sgd_stderr, yerr=np.nan_to_num(end.eq_stderr), fmt="o", ms=5,
+                    capsize=2, label=label)
+    values = [v for _, e in ends for v in (e.sgd_y, e.eq_y) if np.isfinite(v)]
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    pad = 0.05 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=1)
+    ax.set_xlabel("SGD (at its endpoint)")
+    ax.set_ylabel("equilibrium (same train loss)")
+    ax.set_title("equilibrium vs SGD", fontsize=10)
+    if ends:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save(fig, out)
+
+
+def diagnostics_figure(rec: RunRecord, out: str | Path, title: str = "") -> list[Path]:
+    """ln f and flatness of each window over the run, swap acceptance per window pair, move
+    acceptance per window and layer."""
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    steps = rec.history_step
+    for k in range(rec.n_windows):
+        if len(steps):
+            axes[0, 0].semilogy(steps, rec.history_ln_f[:, k], label=f"window {k}")
+            axes[0, 1].plot(steps, rec.history_flatness[:, k], label=f"window {k}")
+    axes[0, 0].set(xlabel="step", ylabel="ln f", title="ln f per window")
+    axes[0, 1].set(xlabel="step", ylabel="min H / mean H", title="histogram flatness", ylim=(0, 1.05))
+    axes[0, 0].legend(fontsize=7)
+    pairs = np.arange(rec.n_windows - 1)
+    rate = rec.swap_accepted / np.maximum(rec.swap_attempted, 1)
+    axes[1, 0].bar(pairs, rate, color="tab:blue")
+    axes[1, 0].set(xlabel="window pair (k, k+1)", ylabel="accepted / attempted", title="swap acceptance", ylim=(0, 1))
+    axes[1, 0].set_xticks(pairs, [f"{k}-{k + 1}" for k in pairs])
+    move = rec.move_accepted / np.maximum(rec.move_attempted, 1)
+    n_groups = move.shape[1]
+    width = 0.8 / n_groups
+    for g in range(n_groups):
+        axes[1, 1].bar(np.arange(rec.n_windows) + g * width, move[:, g], width, label=rec.group_names[g])
+    axes[1, 1].set(xlabel="window", ylabel="accepted / attempted", title="move acceptance", ylim=(0, 1))
+    axes[1, 1].legend(fontsize=7)
+    fig.suptitle(title or f"{rec.task}: {rec.status} after {rec.steps} steps")
+    fig.tight_layout()
+    return save(fig, out)

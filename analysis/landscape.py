@@ -1,0 +1,206 @@
+"""From window estimates to the science: the joined entropy S(x, y), equilibrium curves, SGD curves.
+
+All inputs come through ``rewl.storage.RunStore``. Shapes: the global grid has n_x x bins and n_y y
+bins; S and the visited mask are (n_x, n_y); per-x curves are (n_x,) with nan where undefined.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rewl.storage import BaselineRecord, RunRecord, RunStore, StorageError
+
+
+class AnalysisError(ValueError):
+    """Inputs that cannot be analysed: bad files, mixed grids, windows that do not join."""
+
+
+@dataclass
+class PairJoin:
+    """How windows k and k+1 were stitched."""
+
+    windows: tuple[int, int]
+    common_bins: int          # bins both windows visited in their overlap
+    offset: float             # constant added to window k+1 relative to window k
+    residual_rms: float       # visit-weighted RMS of the mismatch after the offset
+
+
+@dataclass
+class Landscape:
+    """The joined entropy of one run: S - max S over visited bins (-inf elsewhere)."""
+
+    x_edges: np.ndarray       # (n_x + 1,)
+    y_edges: np.ndarray       # (n_y + 1,)
+    entropy: np.ndarray       # (n_x, n_y)
+    visited: np.ndarray       # (n_x, n_y) bool
+    pairs: list[PairJoin] = field(default_factory=list)
+    x_label: str = "ln L_train"
+    y_label: str = "y"
+
+    @property
+    def x_centers(self) -> np.ndarray:
+        return 0.5 * (self.x_edges[1:] + self.x_edges[:-1])
+
+    @property
+    def y_centers(self) -> np.ndarray:
+        return 0.5 * (self.y_edges[1:] + self.y_edges[:-1])
+
+
+def read_run(path: str | Path) -> RunRecord:
+    """A run record from a run directory or its run.h5, with errors that name the path."""
+    path = Path(path)
+    if not path.exists():
+        raise AnalysisError(f"{path}: no such file or directory")
+    store = RunStore(path.parent if path.is_file() else path)
+    try:
+        return store.read_run()
+    except StorageError as exc:
+        raise AnalysisError(str(exc)) from None
+
+
+def read_baseline(path: str | Path) -> BaselineRecord:
+    try:
+        return RunStore.read_baseline(path)
+    except StorageError as exc:
+        raise AnalysisError(str(exc)) from None
+
+
+def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5) -> Landscape:
+    """Stitch the windows' ln g into one S on the global grid.
+
+    Window k+1 is shifted by the visit-weighted mean of ln g_k - ln g_{k+1} over the bins both
+    visited in their overlap (the least-squares constant; weights v_k v_{k+1} / (v_k + v_{k+1})).
+    A pair with fewer than `min_common` common bins, or whose weighted residual RMS after the
+    shift exceeds `max_residual`, is refused: joining on a poor overlap silently bends S.
+    Overlapping bins are then averaged, weighted by visits.
+    """
+    n_x, n_y = len(rec.x_edges) - 1, len(rec.y_edges) - 1
+    offsets = [0.0]
+    pairs = []
+    for k in range(rec.n_windows - 1):
+        a, b = rec.windows[k], rec.windows[k + 1]
+        lo, hi = b.x_bins[0], a.x_bins[1]
+        if hi <= lo:
+            raise AnalysisError(f"windows {k} and {k + 1} do not overlap in x")
+        va, vb = a.visits[lo - a.x_bins[0]: hi - a.x_bins[0]], b.visits[: hi - lo]
+        ga, gb = a.ln_g[lo - a.x_bins[0]: hi - a.x_bins[0]], b.ln_g[: hi - lo]
+        common = (va > 0) & (vb > 0)
+        n_common = int(common.sum())
+        if n_common < min_common:
+            raise AnalysisError(f"windows {k} and {k + 1} share {n_common} visited bins in their overlap "
+                                f"(at least {min_common} needed to join them); run longer or widen the overlap")
+        va, vb = va[common], vb[common]
+        w = va * vb / (va + vb)
+        d = (ga - gb)[common]
+        shift = float(np.sum(w * d) / np.sum(w))
+        rms = float(np.sqrt(np.sum(w * (d - shift) ** 2) / np.sum(w)))
+        if rms > max_residual:
+            raise AnalysisError(f"windows {k} and {k + 1} disagree in their overlap: residual RMS {rms:.3f} "
+                                f"> {max_residual} after the best constant; the estimates are inconsistent "
+                                "(not converged?)")
+        offsets.append(offsets[-1] + shift)
+        pairs.append(PairJoin((k, k + 1), n_common, shift, rms))
+
+    total = np.zeros((n_x, n_y))
+    weight = np.zeros((n_x, n_y))
+    for win, off in zip(rec.windows, offsets):
+        lo, hi = win.x_bins
+        v = win.visits
+        total[lo:hi] += np.where(v > 0, (win.ln_g + off) * v, 0.0)
+        weight[lo:hi] += v
+    visited = weight > 0
+    entropy = np.full((n_x, n_y), -np.inf)
+    entropy[visited] = total[visited] / weight[visited]
+    if visited.any():
+        entropy[visited] -= entropy[visited].max()
+    return Landscape(rec.x_edges, rec.y_edges, entropy, visited, pairs, rec.x_label, rec.y_label)
+
+
+def equilibrium(land: Landscape) -> tuple[np.ndarray, np.ndarray]:
+    """Per x bin: <y> = sum_y y e^S / sum_y e^S over visited y, and the max-entropy y. (n_x,) each."""
+    y = land.y_centers
+    mean = np.full(land.entropy.shape[0], np.nan)
+    top = np.full(land.entropy.shape[0], np.nan)
+    for i, (s, seen) in enumerate(zip(land.entropy, land.visited)):
+        if not seen.any():
+            continue
+        s_seen = s[seen]
+        w = np.exp(s_seen - s_seen.max())           # log-sum-exp: no overflow at any S
+        mean[i] = float(np.sum(w * y[seen]) / np.sum(w))
+        top[i] = float(y[seen][np.argmax(s_seen)])
+    return mean, top
+
+
+@dataclass
+class Curve:
+    """A per-x-bin curve over independent samples: mean, standard error, sample count. (n_x,) each."""
+
+    mean: np.ndarray
+    stderr: np.ndarray
+    count: np.ndarray
+
+
+def _curve(samples: np.ndarray) -> Curve:
+    """samples (n_samples, n_x) with nan where a sample has no value."""
+    count = np.sum(np.isfinite(samples), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, np.nansum(samples, axis=0) / np.maximum(count, 1), np.nan)
+        dev = np.where(np.isfinite(samples), samples - mean, 0.0)
+        var = np.sum(dev ** 2, axis=0) / np.maximum(count - 1, 1)
+        stderr = np.where(count > 1, np.sqrt(var / np.maximum(count, 1)), np.nan)
+    return Curve(mean, stderr, count)
+
+
+def check_same_grid(recs: list[RunRecord], names: list[str]) -> None:
+    ref = recs[0]
+    for rec, name in zip(recs[1:], names[1:]):
+        if not (np.array_equal(rec.x_edges, ref.x_edges) and np.array_equal(rec.y_edges, ref.y_edges)):
+            raise AnalysisError(f"{name}: its grid differs from {names[0]}'s; runs to combine must share a grid")
+
+
+def equilibrium_over_runs(lands: list[Landscape]) -> tuple[Curve, Curve]:
+    """Mean and standard error over independent runs of <y>(x) and of the max-entropy y(x)."""
+    eq = [equilibrium(land) for land in lands]
+    return _curve(np.array([e[0] for e in eq])), _curve(np.array([e[1] for e in eq]))
+
+
+def sgd_curve(base: BaselineRecord, x_edges: np.ndarray) -> Curve:
+    """Mean y per ln L_train bin over runs: each run's records in a bin are averaged first, so
+    every run counts once per bin; the standard error is over runs."""
+    n_x = len(x_edges) - 1
+    per_run = np.full((base.runs, n_x), np.nan)
+    for r in range(base.runs):
+        idx = np.searchsorted(x_edges, base.x[r], side="right") - 1
+        ok = (idx >= 0) & (idx < n_x) & np.isfinite(base.y[r])
+        sums = np.bincount(idx[ok], weights=base.y[r][ok], minlength=n_x)
+        counts = np.bincount(idx[ok], minlength=n_x)
+        per_run[r] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return _curve(per_run)
+
+
+@dataclass
+class Endpoint:
+    """Where SGD ends, and the equilibrium at that train loss: one point of the equilibrium-vs-SGD plot."""
+
+    x: float                  # mean final ln L_train of the SGD runs
+    x_stderr: float
+    x_bin: int
+    sgd_y: float              # mean final y of the SGD runs
+    sgd_stderr: float
+    eq_y: float               # equilibrium <y> in the bin of x (mean over runs)
+    eq_stderr: float
+
+    @property
+    def advantage(self) -> float:
+        return self.eq_y - self.sgd_y
+
+
+def sgd_endpoint(base: BaselineRecord, x_edges: np.ndarray, eq: Curve) -> Endpoint:
+    final_x, final_y = base.x[:, -1], base.y[:, -1]
+    n = base.runs
+    x = float(np.mean(final_x))
+    b = int(np.clip(np.searchsorted(x_edges, x, side="right") - 1, 0, len(x_edges) - 2))
+    se = (lambda v: float(np.std(v, ddof=1) / np.sqrt(n)) if n > 1 else float("nan"))  # noqa: E731
+    return Endpoint(x, se(final_x), b, float(np.mean(final_y)), se(final_y), float(eq.mean[b]), float(eq.stderr[b]))

@@ -1,0 +1,176 @@
+"""analysis: joining windows, equilibrium integrals, SGD curves, figures and the CLI."""
+from __future__ import annotations
+
+import json
+import math
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from analysis.landscape import AnalysisError, Landscape, equilibrium, join_windows, sgd_curve
+from conftest import run_rewl
+from rewl.grid import window_bins
+from rewl.storage import BaselineRecord, RunRecord, WindowRecord
+
+
+def synthetic_run(truth: np.ndarray, bins: list[tuple[int, int]], offsets: list[float], noise: float,
+                  seed: int = 0, visited: np.ndarray | None = None) -> RunRecord:
+    """A run record whose windows hold slices of `truth` (n_x, n_y) plus a constant and noise."""
+    rng = np.random.default_rng(seed)
+    n_x, n_y = truth.shape
+    visited = np.ones_like(truth, dtype=bool) if visited is None else visited
+    windows = []
+    for (lo, hi), off in zip(bins, offsets):
+        v = np.where(visited[lo:hi], 1000.0, 0.0)
+        g = np.where(visited[lo:hi], truth[lo:hi] + off + noise * rng.standard_normal((hi - lo, n_y)), 0.0)
+        windows.append(WindowRecord((lo, hi), g, v.copy(), v, 1e-6, 20, True, True, 0.9, 10, 0.1))
+    w = len(bins)
+    return RunRecord("", "synthetic.toml", "budget-exhausted", "synthetic", "wlmc", "x", "y", 10, 1, 1, 1, 1, 0.0,
+                     np.linspace(-2, 2, n_x + 1), np.linspace(0, 1, n_y + 1), windows, ["g"], np.ones((w, 1)),
+                     np.ones((w, 1)), np.ones(w - 1), np.ones(w - 1), np.zeros(0, dtype=np.int64),
+                     np.zeros((0, w)), np.zeros((0, w)))
+
+
+def _truth(n_x=40, n_y=12) -> np.ndarray:
+    x = np.linspace(-2, 2, n_x)[:, None]
+    y = np.linspace(0, 1, n_y)[None, :]
+    return 3.0 * x + 2.0 * np.sin(3 * x) - 4.0 * (y - 0.3 - 0.1 * x) ** 2
+
+
+def test_join_recovers_global_entropy_despite_offsets_and_noise():
+    truth = _truth()
+    bins = window_bins(40, 4, 0.75)
+    rec = synthetic_run(truth, bins, offsets=[0.0, 17.3, -42.0, 5.5], noise=0.02)
+    land = join_windows(rec)
+    assert land.visited.all()
+    diff = land.entropy - truth
+    diff -= diff.mean()
+    assert np.abs(diff).max() < 0.1              # noise 0.02 per bin, averaged where windows overlap
+    for pair in land.pairs:
+        assert pair.common_bins >= 5 and pair.residual_rms < 0.05
+
+
+def test_join_refuses_disjoint_windows():
+    truth = _truth()
+    bins = window_bins(40, 2, 0.5)
+    visited = np.ones_like(truth, dtype=bool)
+    lo, hi = bins[1][0], bins[0][1]
+    visited[lo:hi] = False                       # nothing visited in the overlap
+    rec = synthetic_run(truth, bins, [0.0, 3.0], 0.0, visited=visited)
+    with pytest.raises(AnalysisError, match="share 0 visited bins"):
+        join_windows(rec)
+
+
+def test_join_refuses_inconsistent_windows():
+    truth = _truth()
+    bins = window_bins(40, 2, 0.5)
+    rec = synthetic_run(truth, bins, [0.0, 3.0], 0.0)
+    lo = bins[1][0]
+    rec.windows[1].ln_g += 2.0 * np.arange(bins[1][1] - lo)[:, None]   # a slope the other window lacks
+    with pytest.raises(AnalysisError, match="residual RMS"):
+        join_windows(rec)
+    assert join_windows(rec, max_residual=100.0).pairs[0].residual_rms > 0.5
+
+
+def test_equilibrium_matches_closed_form():
+    """S(x, y) = a(x) y on y in [0, 1]: <y> = (e^a (a - 1) + 1) / (a (e^a - 1)); max-entropy y = 1
+    for a > 0, 0 for a < 0."""
+    n_y = 2000
+    y_edges = np.linspace(0, 1, n_y + 1)
+    a = np.array([-5.0, -1.0, 0.5, 3.0, 8.0])
+    yc = 0.5 * (y_edges[1:] + y_edges[:-1])
+    land = Landscape(np.arange(len(a) + 1.0), y_edges, a[:, None] * yc[None, :], np.ones((len(a), n_y), bool))
+    mean, top = equilibrium(land)
+    exact = (np.exp(a) * (a - 1) + 1) / (a * (np.exp(a) - 1))
+    np.testing.assert_allclose(mean, exact, atol=1e-6)
+    np.testing.assert_allclose(top, np.where(a > 0, yc[-1], yc[0]))
+
+
+def test_equilibrium_ignores_unvisited_and_survives_huge_entropy():
+    y_edges = np.linspace(0, 1, 5)
+    s = np.array([[1e4, 1e4 + math.log(3.0), -np.inf, 0.0]])
+    visited = np.array([[True, True, False, False]])
+    mean, top = equilibrium(Landscape(np.array([0.0, 1.0]), y_edges, s, visited))
+    assert mean[0] == pytest.approx(0.125 * 0.25 + 0.375 * 0.75)
+    assert top[0] == 0.375
+
+
+def test_sgd_curve_averages_each_run_once_per_bin():
+    base = BaselineRecord("", "d.toml", "spiral", "sgd", 0.1, 10, "x", "y", np.arange(3),
+                          x=np.array([[0.5, 0.6, 1.5], [0.5, 1.5, 1.6]]), y=np.array([[0.2, 0.4, 0.9], [0.6, 1.0, 0.8]]),
+                          elapsed_seconds=0.0)
+    curve = sgd_curve(base, np.array([0.0, 1.0, 2.0]))
+    np.testing.assert_allclose(curve.mean, [(0.3 + 0.6) / 2, (0.9 + 0.9) / 2])
+    assert curve.count.tolist() == [2, 2]
+    assert curve.stderr[0] == pytest.approx(np.std([0.3, 0.6], ddof=1) / np.sqrt(2))
+
+
+def _not_blank(path) -> bool:
+    img = mpimg.imread(path)
+    return img.ndim == 3 and float(img[..., :3].std()) > 0.05
+
+
+def test_real_run_through_join_equilibrium_and_every_figure(spiral_deck, tmp_path):
+    runs = []
+    for seed in (1, 2):
+        deck = spiral_deck(f"s{seed}.toml", seed=seed, max_steps=3000, windows=2, walkers=64,
+                           out=str(tmp_path / f"run{seed}"))
+        proc = run_rewl(["run", str(deck)], ranks=2, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        runs.append(str(tmp_path / f"run{seed}"))
+    deck_text = (tmp_path / "s1.toml").read_text() + "\n[baseline]\nsteps = 300\nruns = 20\n"
+    (tmp_path / "sgd.toml").write_text(deck_text)
+    proc = run_rewl(["sgd", str(tmp_path / "sgd.toml"), "--out", str(tmp_path / "sgd")])
+    assert proc.returncode == 0, proc.stderr
+    sgd = str(tmp_path / "sgd" / "baseline.h5")
+
+    figs = tmp_path / "figs"
+    loose = ["--max-residual", "5"]     # 3000 steps are far from converged; the pipeline is under test
+    for args in (["landscape", *runs, "--sgd", sgd, "-o", str(figs / "landscape"), *loose],
+                 ["compare", f"a={runs[0]},{runs[1]}@{sgd}", f"b={runs[1]}@{sgd}", "-o", str(figs / "compare.png"), *loose],
+                 ["diagnostics", runs[0], "-o", str(figs / "diagnostics")]):
+        proc = run_analysis(args)
+        assert proc.returncode == 0, (args, proc.stderr)
+    for name in ("landscape", "compare", "diagnostics"):
+        assert (figs / f"{name}.pdf").stat().st_size > 1000
+        assert _not_blank(figs / f"{name}.png"), name
+    proc = run_analysis(["report", *runs, "--sgd", sgd, "--json", *loose])
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    eq = [v for v in data["equilibrium_mean"] if v is not None]
+    assert len(eq) >= 10 and all(0 <= v <= 1 for v in eq)
+    assert any(v is not None for v in data["equilibrium_stderr"])     # two seeds: standard errors
+    assert data["sgd_endpoint"]["sgd_y"] > 0.5
+    table = run_analysis(["report", *runs, "--sgd", sgd, *loose])
+    assert table.returncode == 0 and "SGD endpoint" in table.stdout and "join 0-1" in table.stdout
+    strict = run_analysis(["report", *runs, "--max-residual", "0.01"])
+    assert strict.returncode == 2 and "residual RMS" in strict.stderr
+
+
+def run_analysis(args: list[str]):
+    import subprocess
+    import sys
+
+    from conftest import ROOT, env
+    return subprocess.run([sys.executable, "-m", "analysis", *args], capture_output=True, text=True, timeout=300,
+                          env=env(), cwd=ROOT)
+
+
+def test_bad_arguments_get_clear_errors(spiral_deck, tmp_path):
+    proc = run_analysis(["report", str(tmp_path / "missing")])
+    assert proc.returncode == 2 and "no such file" in proc.stderr
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    proc = run_analysis(["report", str(text)])
+    assert proc.returncode == 2 and "run file" in proc.stderr
+    for seed, width in ((1, 0.1), (2, 0.2)):
+        deck = spiral_deck(f"g{seed}.toml", seed=seed, max_steps=500, out=str(tmp_path / f"g{seed}"))
+        deck.write_text(deck.read_text().replace("width = 0.1", f"width = {width}"))
+        assert run_rewl(["run", str(deck)]).returncode == 0
+    proc = run_analysis(["report", str(tmp_path / "g1"), str(tmp_path / "g2")])
+    assert proc.returncode == 2 and "grid differs" in proc.stderr
+    proc = run_analysis(["report", str(tmp_path / "g1"), "--sgd", str(tmp_path / "g1" / "run.h5")])
+    assert proc.returncode == 2 and "not a rewl SGD baseline" in proc.stderr
+    proc = run_analysis(["compare", "nolabel", "-o", str(tmp_path / "c")])
+    assert proc.returncode == 2 and "LABEL=RUN" in proc.stderr
