@@ -7,6 +7,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.patheffects as pe  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -35,7 +36,7 @@ def draw_landscape(ax: plt.Axes, exp: Experiment, colorbar: bool = True) -> None
     land = exp.land
     s = np.ma.masked_invalid(np.where(exp.visited, exp.mean_entropy, np.nan))
     finite = s.compressed()
-    vmin = max(float(finite.min()), -40.0) if finite.size else -1.0
+    vmin = float(finite.min()) if finite.size else -1.0
     mesh = ax.pcolormesh(land.x_edges, land.y_edges, s.T, cmap="inferno", vmin=vmin, vmax=0.0, shading="flat")
     if colorbar:
         ax.figure.colorbar(mesh, ax=ax, label="S - max S")
@@ -45,11 +46,13 @@ def draw_landscape(ax: plt.Axes, exp: Experiment, colorbar: bool = True) -> None
                 mec="white", mew=0.4, elinewidth=0.8, label="equilibrium <y>")
     if exp.sgd is not None:
         ok = np.isfinite(exp.sgd.mean)
-        ax.plot(x[ok], exp.sgd.mean[ok], "-", color="black", lw=1.8, label="SGD")
+        halo = [pe.Stroke(linewidth=3.5, foreground="white"), pe.Normal()]   # visible on dark cells
+        ax.plot(x[ok], exp.sgd.mean[ok], "-", color="black", lw=1.8, label="SGD", path_effects=halo)
         lo, hi = exp.sgd.mean - np.nan_to_num(exp.sgd.stderr), exp.sgd.mean + np.nan_to_num(exp.sgd.stderr)
         ax.fill_between(x[ok], lo[ok], hi[ok], color="black", alpha=0.25, lw=0)
         if exp.endpoint is not None:
-            ax.plot([exp.endpoint.x], [exp.endpoint.sgd_y], "k*", ms=10, label="SGD end")
+            ax.plot([exp.endpoint.x], [exp.endpoint.sgd_y], "*", color="black", mec="white", mew=1.0, ms=13,
+                    label="SGD end")
     ax.set_xlabel("ln(train loss)")
     ax.set_ylabel("test accuracy" if land.y_label == "A_test" else land.y_label)
     ax.set_xlim(land.x_edges[0], land.x_edges[-1])
@@ -112,6 +115,7 @@ def diagnostics_figure(rec: RunRecord, out: str | Path, title: str = "") -> list
     for g in range(n_groups):
         axes[1, 1].bar(np.arange(rec.n_windows) + g * width, move[:, g], width, label=rec.group_names[g])
     axes[1, 1].set(xlabel="window", ylabel="accepted / attempted", title="move acceptance", ylim=(0, 1))
+    axes[1, 1].set_xticks(np.arange(rec.n_windows) + 0.4 - width / 2, [str(k) for k in range(rec.n_windows)])
     axes[1, 1].legend(fontsize=7)
     fig.suptitle(title or f"{rec.task}: {rec.status} after {rec.steps} steps")
     fig.tight_layout()

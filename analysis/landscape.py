@@ -71,7 +71,9 @@ def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5)
     """Stitch the windows' ln g into one S on the global grid.
 
     Window k+1 is shifted by the visit-weighted mean of ln g_k - ln g_{k+1} over the bins both
-    visited in their overlap (the least-squares constant; weights v_k v_{k+1} / (v_k + v_{k+1})).
+    visited in their overlap (the least-squares constant; weights v_k v_{k+1} / (v_k + v_{k+1})),
+    leaving out the two boundary rows of the overlap (the last x row of window k and the first of
+    window k+1): walkers are turned back there, which biases windowed Wang-Landau at the edges.
     A pair with fewer than `min_common` common bins, or whose weighted residual RMS after the
     shift exceeds `max_residual`, is refused: joining on a poor overlap silently bends S.
     Overlapping bins are then averaged, weighted by visits.
@@ -87,6 +89,8 @@ def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5)
         va, vb = a.visits[lo - a.x_bins[0]: hi - a.x_bins[0]], b.visits[: hi - lo]
         ga, gb = a.ln_g[lo - a.x_bins[0]: hi - a.x_bins[0]], b.ln_g[: hi - lo]
         common = (va > 0) & (vb > 0)
+        if hi - lo > 2:
+            common[0] = common[-1] = False
         n_common = int(common.sum())
         if n_common < min_common:
             raise AnalysisError(f"windows {k} and {k + 1} share {n_common} visited bins in their overlap "
