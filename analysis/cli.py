@@ -99,7 +99,8 @@ def format_report(data: dict) -> str:
     for r, joins in enumerate(data["joins"]):
         for j in joins:
             lines.append(f"  run {r} join {j['windows'][0]}-{j['windows'][1]}: {j['common_bins']} common bins, "
-                         f"offset {j['offset']:.3f}, residual RMS {j['residual_rms']:.3f}")
+                         f"offset {j['offset']:.3f}, residual RMS {j['residual_rms']:.3f}, "
+                         f"max |<y> difference| {j['equilibrium_mismatch']:.3f}")
     sgd = "sgd_mean" in data
     head = f"  {'x':>7}  {'<y> eq':>8} {'+-':>6}  {'max-S y':>8}" + (f"  {'SGD':>7} {'+-':>6}  {'adv':>7}" if sgd else "")
     lines.append(head)

@@ -74,7 +74,8 @@ def report_dict(exp: Experiment) -> dict:
         "equilibrium_mean": clean(exp.eq.mean), "equilibrium_stderr": clean(exp.eq.stderr),
         "max_entropy_y": clean(exp.top.mean), "max_entropy_stderr": clean(exp.top.stderr),
         "joins": [[{"windows": list(p.windows), "common_bins": p.common_bins, "offset": round(p.offset, 6),
-                    "residual_rms": round(p.residual_rms, 6)} for p in l.pairs] for l in exp.lands],
+                    "residual_rms": round(p.residual_rms, 6),
+                    "equilibrium_mismatch": round(p.equilibrium_mismatch, 6)} for p in l.pairs] for l in exp.lands],
     }
     if exp.sgd is not None:
         out.update({"sgd_mean": clean(exp.sgd.mean), "sgd_stderr": clean(exp.sgd.stderr),

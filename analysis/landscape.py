@@ -25,6 +25,8 @@ class PairJoin:
     common_bins: int          # bins both windows visited in their overlap
     offset: float             # constant added to window k+1 relative to window k
     residual_rms: float       # visit-weighted RMS of the mismatch after the offset
+    equilibrium_mismatch: float  # max over interior overlap rows of |<y>_k - <y>_{k+1}|, each
+                                 # window's own equilibrium y: what the science depends on
 
 
 @dataclass
@@ -87,6 +89,7 @@ def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5)
         if hi <= lo:
             raise AnalysisError(f"windows {k} and {k + 1} do not overlap in x")
         va, vb = a.visits[lo - a.x_bins[0]: hi - a.x_bins[0]], b.visits[: hi - lo]
+        va_all, vb_all = va, vb
         ga, gb = a.ln_g[lo - a.x_bins[0]: hi - a.x_bins[0]], b.ln_g[: hi - lo]
         common = (va > 0) & (vb > 0)
         if hi - lo > 2:
@@ -105,7 +108,11 @@ def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5)
                                 f"> {max_residual} after the best constant; the estimates are inconsistent "
                                 "(not converged?)")
         offsets.append(offsets[-1] + shift)
-        pairs.append(PairJoin((k, k + 1), n_common, shift, rms))
+        y = 0.5 * (rec.y_edges[1:] + rec.y_edges[:-1])
+        rows = range(1, hi - lo - 1) if hi - lo > 2 else range(hi - lo)
+        diffs = [abs(_row_mean(ga[i], va_all[i], y) - _row_mean(gb[i], vb_all[i], y)) for i in rows]
+        mismatch = float(np.nanmax(diffs)) if diffs and np.isfinite(diffs).any() else float("nan")
+        pairs.append(PairJoin((k, k + 1), n_common, shift, rms, mismatch))
 
     total = np.zeros((n_x, n_y))
     weight = np.zeros((n_x, n_y))
@@ -122,6 +129,15 @@ def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5)
     return Landscape(rec.x_edges, rec.y_edges, entropy, visited, pairs, rec.x_label, rec.y_label)
 
 
+def _row_mean(ln_g_row: np.ndarray, visits_row: np.ndarray, y: np.ndarray) -> float:
+    """sum y e^S / sum e^S over the visited bins of one x row (nan if none)."""
+    seen = visits_row > 0
+    if not seen.any():
+        return float("nan")
+    w = np.exp(ln_g_row[seen] - ln_g_row[seen].max())
+    return float(np.sum(w * y[seen]) / np.sum(w))
+
+
 def equilibrium(land: Landscape) -> tuple[np.ndarray, np.ndarray]:
     """Per x bin: <y> = sum_y y e^S / sum_y e^S over visited y, and the max-entropy y. (n_x,) each."""
     y = land.y_centers
@@ -130,10 +146,8 @@ def equilibrium(land: Landscape) -> tuple[np.ndarray, np.ndarray]:
     for i, (s, seen) in enumerate(zip(land.entropy, land.visited)):
         if not seen.any():
             continue
-        s_seen = s[seen]
-        w = np.exp(s_seen - s_seen.max())           # log-sum-exp: no overflow at any S
-        mean[i] = float(np.sum(w * y[seen]) / np.sum(w))
-        top[i] = float(y[seen][np.argmax(s_seen)])
+        mean[i] = _row_mean(s, seen, y)              # log-sum-exp inside: no overflow at any S
+        top[i] = float(y[seen][np.argmax(s[seen])])
     return mean, top
 
 

@@ -30,14 +30,16 @@ def train_baselines(cfg: Config, runs: int | None = None, device: torch.device |
     gen = torch.Generator(device=device).manual_seed(b.seed + 1)
     n_points = task.train_point_losses(params[:1].detach()).shape[1]
     batch = b.batch_size or n_points
-    steps, xs, ys = [], [], []
+    steps, xs, ys, accs = [], [], [], []
 
     def record(step: int) -> None:
         with torch.no_grad():
             x, y = task.cvs(params.detach())
+            acc = task.hard_test_accuracy(params.detach(), y)
         steps.append(step)
         xs.append(x.double().cpu().numpy())
         ys.append(y.double().cpu().numpy())
+        accs.append(np.full(runs, np.nan) if acc is None else acc.double().cpu().numpy())
 
     record(0)
     for step in range(1, b.steps + 1):
@@ -58,4 +60,5 @@ def train_baselines(cfg: Config, runs: int | None = None, device: torch.device |
         deck_text=cfg.text, deck_path=cfg.path, task=task.name, optimizer=b.optimizer,
         learning_rate=b.learning_rate, batch_size=batch, x_label=task.x_label, y_label=task.y_label,
         step=np.array(steps, dtype=np.int64), x=np.stack(xs, axis=1), y=np.stack(ys, axis=1),
+        accuracy=np.stack(accs, axis=1),
         elapsed_seconds=time.perf_counter() - t0, rewl_version=__version__)

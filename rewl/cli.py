@@ -1,4 +1,4 @@
-"""Command line: ``python -m rewl {run,check,info,bench} ...``.
+"""Command line: ``python -m rewl {run,check,info,sgd,bench} ...``.
 
 Decks are validated before MPI starts; a bad deck prints one message (on rank 0) and every rank
 exits with code 2.

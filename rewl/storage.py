@@ -133,6 +133,7 @@ class BaselineRecord:
     step: np.ndarray               # (T,) training steps of the records
     x: np.ndarray                  # (runs, T) ln L_train
     y: np.ndarray                  # (runs, T) the landscape's y (test accuracy or ln L_test)
+    accuracy: np.ndarray           # (runs, T) hard test accuracy (nan for tasks without classes)
     elapsed_seconds: float
     rewl_version: str = ""
 
@@ -295,7 +296,7 @@ class RunStore:
                          "elapsed_seconds", "rewl_version"):
                 f.attrs[name] = getattr(rec, name)
             f.create_dataset("deck", data=rec.deck_text)
-            for name in ("step", "x", "y"):
+            for name in ("step", "x", "y", "accuracy"):
                 f.create_dataset(name, data=getattr(rec, name))
         return path
 
@@ -318,7 +319,8 @@ class RunStore:
                 deck_text=f["deck"][()].decode(), deck_path=str(a["deck_path"]), task=str(a["task"]),
                 optimizer=str(a["optimizer"]), learning_rate=float(a["learning_rate"]),
                 batch_size=int(a["batch_size"]), x_label=str(a["x_label"]), y_label=str(a["y_label"]),
-                step=f["step"][()], x=f["x"][()], y=f["y"][()], elapsed_seconds=float(a["elapsed_seconds"]),
+                step=f["step"][()], x=f["x"][()], y=f["y"][()], accuracy=f["accuracy"][()],
+                elapsed_seconds=float(a["elapsed_seconds"]),
                 rewl_version=str(a["rewl_version"]))
 
     # -- checkpoints ----------------------------------------------------------------------------

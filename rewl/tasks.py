@@ -67,6 +67,11 @@ class Task:
     def describe(self) -> str:
         return f"{self.name}: {self.n_params} parameters"
 
+    def hard_test_accuracy(self, walkers: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        """Fraction of test points classified right, given the walkers and their y: (B,), or None
+        for a task without classes."""
+        return None
+
     def train_point_losses(self, walkers: torch.Tensor) -> torch.Tensor:
         """Loss of every training point, differentiable: (B, n_params) -> (B, P_train).
         Only tasks with a network to train (SGD baselines) have it."""
@@ -121,6 +126,9 @@ class SpiralTask(Task):
     def x_of(self, walkers: torch.Tensor) -> torch.Tensor:
         logits = self.forward(walkers, self.inputs_t[:, : self.n_train])
         return torch.log(cross_entropy(logits, self.labels_train))
+
+    def hard_test_accuracy(self, walkers: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return y                                   # y is the hard test accuracy here
 
     def train_point_losses(self, walkers: torch.Tensor) -> torch.Tensor:
         logits = self.forward(walkers, self.inputs_t[:, : self.n_train])

@@ -49,6 +49,7 @@ def test_join_recovers_global_entropy_despite_offsets_and_noise():
     assert np.abs(diff).max() < 0.1              # noise 0.02 per bin, averaged where windows overlap
     for pair in land.pairs:
         assert pair.common_bins >= 5 and pair.residual_rms < 0.05
+        assert pair.equilibrium_mismatch < 0.02       # each window alone gives the same <y>(x)
 
 
 def test_join_refuses_disjoint_windows():
@@ -99,7 +100,7 @@ def test_equilibrium_ignores_unvisited_and_survives_huge_entropy():
 def test_sgd_curve_averages_each_run_once_per_bin():
     base = BaselineRecord("", "d.toml", "spiral", "sgd", 0.1, 10, "x", "y", np.arange(3),
                           x=np.array([[0.5, 0.6, 1.5], [0.5, 1.5, 1.6]]), y=np.array([[0.2, 0.4, 0.9], [0.6, 1.0, 0.8]]),
-                          elapsed_seconds=0.0)
+                          accuracy=np.full((2, 3), np.nan), elapsed_seconds=0.0)
     curve = sgd_curve(base, np.array([0.0, 1.0, 2.0]))
     np.testing.assert_allclose(curve.mean, [(0.3 + 0.6) / 2, (0.9 + 0.9) / 2])
     assert curve.count.tolist() == [2, 2]

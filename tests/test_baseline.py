@@ -52,6 +52,7 @@ def test_sgd_command_writes_and_protects_baseline(spiral_deck, tmp_path):
     assert proc.returncode == 0, proc.stderr
     rec = RunStore.read_baseline(tmp_path / "run" / "baseline.h5")
     assert rec.runs == 4 and rec.y_label == "A_test"
+    np.testing.assert_array_equal(rec.accuracy, rec.y)        # spiral: y is the hard test accuracy
     proc = run_rewl(["sgd", str(deck)])
     assert proc.returncode == 2 and "--force" in proc.stderr
     assert run_rewl(["sgd", str(deck), "--force", "--runs", "2"]).returncode == 0
