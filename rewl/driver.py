@@ -36,7 +36,7 @@ _COL = {name: k for k, name in enumerate(_ROW)}
 
 def resume_differences(old: Config, new: Config) -> list[str]:
     """Tables whose values differ between the stored deck and the one given to --resume; only
-    [run] max_steps and [output] may change."""
+    [run] max_steps, [output] and [baseline] (not used by the sampler) may change."""
     diffs = []
     for name in ("run", "task", "model", "sampler", "grid", "windows", "schedule", "exchange", "init"):
         a, b = getattr(old, name), getattr(new, name)
@@ -362,7 +362,7 @@ def run_deck(cfg: Config, out_dir: str, resume: bool, force: bool) -> int:
                 diffs = resume_differences(old, cfg)
                 if diffs:
                     problem = (f"{cfg.path}: cannot resume {out_dir}: the deck differs from the run's in "
-                               f"{', '.join(diffs)} (only [run] max_steps and [output] may change)")
+                               f"{', '.join(diffs)} (only [run] max_steps, [output] and [baseline] may change)")
             else:
                 problem = store.problem_for_new_run(force)
                 if problem is None:

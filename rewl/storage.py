@@ -171,6 +171,24 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _open_checked(path: Path, fmt: str, missing: str, wrong: str) -> h5py.File:
+    """Open an HDF5 file of this schema for reading; StorageError naming the path otherwise."""
+    if not path.exists():
+        raise StorageError(f"{path}: {missing}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise StorageError(f"{path}: not an HDF5 file ({exc})") from None
+    if f.attrs.get("format") != fmt:
+        f.close()
+        raise StorageError(f"{path}: {wrong}")
+    version = int(f.attrs.get("schema_version", -1))
+    if version != SCHEMA_VERSION:
+        f.close()
+        raise StorageError(f"{path}: schema version {version}, this rewl reads {SCHEMA_VERSION}")
+    return f
+
+
 def _scalar(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
@@ -240,19 +258,9 @@ class RunStore:
             hist.create_dataset("flatness", data=rec.history_flatness)
 
     def read_run(self) -> RunRecord:
-        path = self.run_path
-        if not path.exists():
-            raise StorageError(f"{path}: no run file (is {self.dir} a rewl run directory?)")
-        try:
-            f = h5py.File(path, "r")
-        except OSError as exc:
-            raise StorageError(f"{path}: not an HDF5 file ({exc})") from None
+        f = _open_checked(self.run_path, FORMAT, f"no run file (is {self.dir} a rewl run directory?)",
+                          "not a rewl run file")
         with f:
-            if f.attrs.get("format") != FORMAT:
-                raise StorageError(f"{path}: not a rewl run file")
-            version = int(f.attrs.get("schema_version", -1))
-            if version != SCHEMA_VERSION:
-                raise StorageError(f"{path}: schema version {version}, this rewl reads {SCHEMA_VERSION}")
             a = {k: _scalar(v) for k, v in f.attrs.items()}
             windows = []
             for k in range(int(a["n_windows"])):
@@ -302,18 +310,9 @@ class RunStore:
 
     @staticmethod
     def read_baseline(path: str | Path) -> BaselineRecord:
-        path = Path(path)
-        if not path.exists():
-            raise StorageError(f"{path}: no such baseline file")
-        try:
-            f = h5py.File(path, "r")
-        except OSError as exc:
-            raise StorageError(f"{path}: not an HDF5 file ({exc})") from None
+        f = _open_checked(Path(path), FORMAT + "-baseline", "no such baseline file",
+                          "not a rewl SGD baseline file (made by `python -m rewl sgd`)")
         with f:
-            if f.attrs.get("format") != FORMAT + "-baseline":
-                raise StorageError(f"{path}: not a rewl SGD baseline file (made by `python -m rewl sgd`)")
-            if int(f.attrs.get("schema_version", -1)) != SCHEMA_VERSION:
-                raise StorageError(f"{path}: unknown baseline schema")
             a = {k: _scalar(v) for k, v in f.attrs.items()}
             return BaselineRecord(
                 deck_text=f["deck"][()].decode(), deck_path=str(a["deck_path"]), task=str(a["task"]),
@@ -342,12 +341,10 @@ class RunStore:
                     f.attrs[fld.name] = value
 
     def read_checkpoint(self, step: int, rank: int) -> Checkpoint:
-        path = self._ckpt_path(step, rank)
-        if not path.exists():
-            raise StorageError(f"{path}: checkpoint missing (was the run made with another number of ranks?)")
-        with h5py.File(path, "r") as f:
-            if int(f.attrs.get("schema_version", -1)) != SCHEMA_VERSION:
-                raise StorageError(f"{path}: unknown checkpoint schema")
+        f = _open_checked(self._ckpt_path(step, rank), FORMAT + "-checkpoint",
+                          "checkpoint missing (was the run made with another number of ranks?)",
+                          "not a rewl checkpoint")
+        with f:
             values = {}
             for fld in fields(Checkpoint):
                 if fld.name in f:
