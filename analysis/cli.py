@@ -91,7 +91,8 @@ def endpoint_line(data: dict) -> str:
 
 
 def _num(v) -> str:
-    return "nan" if v is None or not np.isfinite(v) else f"{v:.3f}"
+    """3 decimals; n/a where undefined (no data, or a standard error of a single run)."""
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
 
 
 def format_report(data: dict) -> str:
