@@ -16,7 +16,7 @@ class Experiment:
     label: str
     runs: list[str]
     lands: list[Landscape]        # one per run
-    mean_entropy: np.ndarray      # (n_x, n_y) mean over runs of S - max S (-inf where unvisited in all)
+    mean_entropy: np.ndarray      # (n_x, n_y) mean over runs of S - max S (-inf unless visited in every run)
     visited: np.ndarray           # (n_x, n_y) visited in every run
     eq: Curve                     # <y>(x) over runs
     top: Curve                    # max-entropy y(x) over runs

@@ -81,6 +81,7 @@ def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5)
     Overlapping bins are then averaged, weighted by visits.
     """
     n_x, n_y = len(rec.x_edges) - 1, len(rec.y_edges) - 1
+    y = 0.5 * (rec.y_edges[1:] + rec.y_edges[:-1])
     offsets = [0.0]
     pairs = []
     for k in range(rec.n_windows - 1):
@@ -89,7 +90,6 @@ def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5)
         if hi <= lo:
             raise AnalysisError(f"windows {k} and {k + 1} do not overlap in x")
         va, vb = a.visits[lo - a.x_bins[0]: hi - a.x_bins[0]], b.visits[: hi - lo]
-        va_all, vb_all = va, vb
         ga, gb = a.ln_g[lo - a.x_bins[0]: hi - a.x_bins[0]], b.ln_g[: hi - lo]
         common = (va > 0) & (vb > 0)
         if hi - lo > 2:
@@ -98,8 +98,7 @@ def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5)
         if n_common < min_common:
             raise AnalysisError(f"windows {k} and {k + 1} share {n_common} visited bins in their overlap "
                                 f"(at least {min_common} needed to join them); run longer or widen the overlap")
-        va, vb = va[common], vb[common]
-        w = va * vb / (va + vb)
+        w = va[common] * vb[common] / (va[common] + vb[common])
         d = (ga - gb)[common]
         shift = float(np.sum(w * d) / np.sum(w))
         rms = float(np.sqrt(np.sum(w * (d - shift) ** 2) / np.sum(w)))
@@ -108,9 +107,8 @@ def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5)
                                 f"> {max_residual} after the best constant; the estimates are inconsistent "
                                 "(not converged?)")
         offsets.append(offsets[-1] + shift)
-        y = 0.5 * (rec.y_edges[1:] + rec.y_edges[:-1])
         rows = range(1, hi - lo - 1) if hi - lo > 2 else range(hi - lo)
-        diffs = [abs(_row_mean(ga[i], va_all[i], y) - _row_mean(gb[i], vb_all[i], y)) for i in rows]
+        diffs = [abs(_row_mean(ga[i], va[i], y) - _row_mean(gb[i], vb[i], y)) for i in rows]
         mismatch = float(np.nanmax(diffs)) if diffs and np.isfinite(diffs).any() else float("nan")
         pairs.append(PairJoin((k, k + 1), n_common, shift, rms, mismatch))
 

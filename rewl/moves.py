@@ -138,11 +138,12 @@ def drive_into_window(task: Task, params: torch.Tensor, x_range: tuple[float, fl
         moving = off > 0
         if not bool(moving.any()):
             return params, it - 1
-        arrived = torch.nonzero(~moving).squeeze(1)
-        if it % 500 == 0 and 2 * len(arrived) >= len(params):
-            stuck = torch.nonzero(moving).squeeze(1)
-            params[stuck] = params[arrived[torch.arange(len(stuck), device=params.device) % len(arrived)]]
-            return params, it - 1
+        if it % 500 == 0 or it == max_iterations:
+            arrived = torch.nonzero(~moving).squeeze(1)
+            if 2 * len(arrived) >= len(params):
+                stuck = torch.nonzero(moving).squeeze(1)
+                params[stuck] = params[arrived[torch.arange(len(stuck), device=params.device) % len(arrived)]]
+                return params, it - 1
         grad = torch.nan_to_num(grad)
         m.mul_(beta1).add_(grad, alpha=1 - beta1)
         v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
