@@ -85,9 +85,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def endpoint_line(data: dict) -> str:
     e = data["sgd_endpoint"]
-    return (f"at the SGD endpoint ln L_train = {e['x']:.3f} +- {e['x_stderr']:.3f}: "
+    line = (f"at the SGD endpoint ln L_train = {e['x']:.3f} +- {e['x_stderr']:.3f}: "
             f"equilibrium {data['y_label']} {e['equilibrium_y']:.3f} +- {_num(e['equilibrium_stderr'])}, "
             f"SGD {e['sgd_y']:.3f} +- {e['sgd_stderr']:.3f}, advantage {e['advantage']:+.3f}")
+    if "equilibrium_accuracy" in e:
+        line += (f"; hard test accuracy: equilibrium {_num(e['equilibrium_accuracy'])}, SGD {_num(e['sgd_accuracy'])}, "
+                 f"advantage {_num(e['equilibrium_accuracy'] - e['sgd_accuracy'])}")
+    return line
 
 
 def _num(v) -> str:
@@ -103,13 +107,17 @@ def format_report(data: dict) -> str:
                          f"offset {j['offset']:.3f}, residual RMS {j['residual_rms']:.3f}, "
                          f"max |<y> difference| {j['equilibrium_mismatch']:.3f}")
     sgd = "sgd_mean" in data
-    head = f"  {'x':>7}  {'<y> eq':>8} {'+-':>6}  {'max-S y':>8}" + (f"  {'SGD':>7} {'+-':>6}  {'adv':>7}" if sgd else "")
+    acc = "equilibrium_accuracy_mean" in data
+    head = (f"  {'x':>7}  {'<y> eq':>8} {'+-':>6}  {'max-S y':>8}" + (f"  {'<A> eq':>7} {'+-':>6}" if acc else "")
+            + (f"  {'SGD':>7} {'+-':>6}  {'adv':>7}" if sgd else ""))
     lines.append(head)
     for i, x in enumerate(data["x_centers"]):
         eq = data["equilibrium_mean"][i]
         if eq is None and not (sgd and data["sgd_mean"][i] is not None):
             continue
         row = f"  {x:7.3f}  {_num(eq):>8} {_num(data['equilibrium_stderr'][i]):>6}  {_num(data['max_entropy_y'][i]):>8}"
+        if acc:   # equilibrium hard test accuracy beside a smoothed-accuracy y
+            row += f"  {_num(data['equilibrium_accuracy_mean'][i]):>7} {_num(data['equilibrium_accuracy_stderr'][i]):>6}"
         if sgd:
             row += f"  {_num(data['sgd_mean'][i]):>7} {_num(data['sgd_stderr'][i]):>6}  {_num(data['advantage'][i]):>7}"
         lines.append(row)

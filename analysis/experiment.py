@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .landscape import (AnalysisError, Curve, Endpoint, Landscape, check_same_grid, equilibrium_over_runs,
-                        join_windows, read_baseline, read_run, sgd_curve, sgd_endpoint)
+from .landscape import (AnalysisError, Curve, Endpoint, Landscape, check_same_grid, equilibrium_accuracy,
+                        equilibrium_over_runs, join_windows, read_baseline, read_run, sample_curve, sgd_curve,
+                        sgd_endpoint)
 
 
 @dataclass
@@ -22,6 +23,7 @@ class Experiment:
     top: Curve                    # max-entropy y(x) over runs
     sgd: Curve | None
     endpoint: Endpoint | None
+    eq_accuracy: Curve | None = None   # equilibrium hard test accuracy(x) over runs, where recorded
 
     @property
     def land(self) -> Landscape:
@@ -53,14 +55,17 @@ def load_experiment(runs: list[str], sgd: str | None = None, label: str = "", mi
     if visited.any():
         mean_entropy[visited] -= mean_entropy[visited].max()
     eq, top = equilibrium_over_runs(lands)
+    acc = [equilibrium_accuracy(land) for land in lands]
+    eq_accuracy = sample_curve(np.array(acc)) if all(a is not None for a in acc) else None
     curve = endpoint = None
     if sgd is not None:
         base = read_baseline(sgd)
         if base.y_label != recs[0].y_label:
             raise AnalysisError(f"{sgd}: records {base.y_label}, but the runs' y is {recs[0].y_label}")
         curve = sgd_curve(base, recs[0].x_edges)
-        endpoint = sgd_endpoint(base, recs[0].x_edges, eq)
-    return Experiment(label or Path(runs[0]).name, runs, lands, mean_entropy, visited, eq, top, curve, endpoint)
+        endpoint = sgd_endpoint(base, recs[0].x_edges, eq, eq_accuracy)
+    return Experiment(label or Path(runs[0]).name, runs, lands, mean_entropy, visited, eq, top, curve, endpoint,
+                      eq_accuracy)
 
 
 def report_dict(exp: Experiment) -> dict:
@@ -77,6 +82,9 @@ def report_dict(exp: Experiment) -> dict:
                     "residual_rms": round(p.residual_rms, 6),
                     "equilibrium_mismatch": round(p.equilibrium_mismatch, 6)} for p in l.pairs] for l in exp.lands],
     }
+    if exp.eq_accuracy is not None:
+        out.update({"equilibrium_accuracy_mean": clean(exp.eq_accuracy.mean),
+                    "equilibrium_accuracy_stderr": clean(exp.eq_accuracy.stderr)})
     if exp.sgd is not None:
         out.update({"sgd_mean": clean(exp.sgd.mean), "sgd_stderr": clean(exp.sgd.stderr),
                     "sgd_runs_per_bin": [int(c) for c in exp.sgd.count], "advantage": clean(exp.advantage)})
@@ -84,4 +92,6 @@ def report_dict(exp: Experiment) -> dict:
         out["sgd_endpoint"] = {"x": e.x, "x_stderr": e.x_stderr, "sgd_y": e.sgd_y, "sgd_stderr": e.sgd_stderr,
                                "equilibrium_y": e.eq_y, "equilibrium_stderr": e.eq_stderr,
                                "advantage": e.advantage}
+        if exp.eq_accuracy is not None:
+            out["sgd_endpoint"].update({"sgd_accuracy": e.sgd_accuracy, "equilibrium_accuracy": e.eq_accuracy})
     return out

@@ -40,6 +40,8 @@ class Landscape:
     pairs: list[PairJoin] = field(default_factory=list)
     x_label: str = "ln L_train"
     y_label: str = "y"
+    accuracy: np.ndarray | None = None   # (n_x, n_y) mean hard test accuracy per bin, nan where unvisited
+                                         # (runs whose y is a smoothed accuracy record it beside y)
 
     @property
     def x_centers(self) -> np.ndarray:
@@ -114,21 +116,30 @@ def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5)
 
     total = np.zeros((n_x, n_y))
     weight = np.zeros((n_x, n_y))
+    with_accuracy = all(win.accuracy_sum is not None for win in rec.windows)
+    acc_total = np.zeros((n_x, n_y))
     for win, off in zip(rec.windows, offsets):
         lo, hi = win.x_bins
         v = win.visits
         total[lo:hi] += np.where(v > 0, (win.ln_g + off) * v, 0.0)
         weight[lo:hi] += v
+        if with_accuracy:
+            acc_total[lo:hi] += win.accuracy_sum
     visited = weight > 0
     entropy = np.full((n_x, n_y), -np.inf)
     entropy[visited] = total[visited] / weight[visited]
     if visited.any():
         entropy[visited] -= entropy[visited].max()
-    return Landscape(rec.x_edges, rec.y_edges, entropy, visited, pairs, rec.x_label, rec.y_label)
+    accuracy = None
+    if with_accuracy:
+        accuracy = np.full((n_x, n_y), np.nan)
+        accuracy[visited] = acc_total[visited] / weight[visited]
+    return Landscape(rec.x_edges, rec.y_edges, entropy, visited, pairs, rec.x_label, rec.y_label, accuracy)
 
 
 def _row_mean(ln_g_row: np.ndarray, visits_row: np.ndarray, y: np.ndarray) -> float:
-    """sum y e^S / sum e^S over the visited bins of one x row (nan if none)."""
+    """sum y e^S / sum e^S over the visited bins of one x row (nan if none); y is (n_y,), one
+    value per bin (the bin centres, or any per-bin quantity)."""
     seen = visits_row > 0
     if not seen.any():
         return float("nan")
@@ -149,6 +160,14 @@ def equilibrium(land: Landscape) -> tuple[np.ndarray, np.ndarray]:
     return mean, top
 
 
+def equilibrium_accuracy(land: Landscape) -> np.ndarray | None:
+    """Per x bin, the equilibrium hard test accuracy sum_y a(x, y) e^S / sum_y e^S, a the mean hard
+    accuracy recorded in each bin: (n_x,), or None when the run recorded none."""
+    if land.accuracy is None:
+        return None
+    return np.array([_row_mean(s, seen, a) for s, seen, a in zip(land.entropy, land.visited, land.accuracy)])
+
+
 @dataclass
 class Curve:
     """A per-x-bin curve over independent samples: mean, standard error, sample count. (n_x,) each."""
@@ -158,7 +177,7 @@ class Curve:
     count: np.ndarray
 
 
-def _curve(samples: np.ndarray) -> Curve:
+def sample_curve(samples: np.ndarray) -> Curve:
     """samples (n_samples, n_x) with nan where a sample has no value."""
     count = np.sum(np.isfinite(samples), axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -179,7 +198,7 @@ def check_same_grid(recs: list[RunRecord], names: list[str]) -> None:
 def equilibrium_over_runs(lands: list[Landscape]) -> tuple[Curve, Curve]:
     """Mean and standard error over independent runs of <y>(x) and of the max-entropy y(x)."""
     eq = [equilibrium(land) for land in lands]
-    return _curve(np.array([e[0] for e in eq])), _curve(np.array([e[1] for e in eq]))
+    return sample_curve(np.array([e[0] for e in eq])), sample_curve(np.array([e[1] for e in eq]))
 
 
 def sgd_curve(base: BaselineRecord, x_edges: np.ndarray) -> Curve:
@@ -193,7 +212,7 @@ def sgd_curve(base: BaselineRecord, x_edges: np.ndarray) -> Curve:
         sums = np.bincount(idx[ok], weights=base.y[r][ok], minlength=n_x)
         counts = np.bincount(idx[ok], minlength=n_x)
         per_run[r] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-    return _curve(per_run)
+    return sample_curve(per_run)
 
 
 @dataclass
@@ -207,16 +226,22 @@ class Endpoint:
     sgd_stderr: float
     eq_y: float               # equilibrium <y> in the bin of x (mean over runs)
     eq_stderr: float
+    sgd_accuracy: float = float("nan")   # mean final hard test accuracy of the SGD runs, and the
+    eq_accuracy: float = float("nan")    # equilibrium one in the bin (runs with a smoothed-accuracy y)
 
     @property
     def advantage(self) -> float:
         return self.eq_y - self.sgd_y
 
 
-def sgd_endpoint(base: BaselineRecord, x_edges: np.ndarray, eq: Curve) -> Endpoint:
+def sgd_endpoint(base: BaselineRecord, x_edges: np.ndarray, eq: Curve, eq_accuracy: Curve | None = None) -> Endpoint:
     final_x, final_y = base.x[:, -1], base.y[:, -1]
     n = base.runs
     x = float(np.mean(final_x))
     b = int(np.clip(np.searchsorted(x_edges, x, side="right") - 1, 0, len(x_edges) - 2))
     se = (lambda v: float(np.std(v, ddof=1) / np.sqrt(n)) if n > 1 else float("nan"))  # noqa: E731
-    return Endpoint(x, se(final_x), b, float(np.mean(final_y)), se(final_y), float(eq.mean[b]), float(eq.stderr[b]))
+    end = Endpoint(x, se(final_x), b, float(np.mean(final_y)), se(final_y), float(eq.mean[b]), float(eq.stderr[b]))
+    if eq_accuracy is not None:
+        end.sgd_accuracy = float(np.mean(base.accuracy[:, -1]))
+        end.eq_accuracy = float(eq_accuracy.mean[b])
+    return end

@@ -1,5 +1,6 @@
-"""``python -m rewl bench DECK``: walker-steps per second of the batched WLMC step against a plain
-one-walker loop (an nn.Module, one forward per step) on the same model and data."""
+"""``python -m rewl bench DECK``: walker-steps per second of the deck's batched sampler step (WLMC
+or WLMD) against a plain one-walker loop on the same model and data: an nn.Module with one forward
+per step (WLMC), or one forward and one backward per step (WLMD)."""
 from __future__ import annotations
 
 import time
@@ -9,9 +10,10 @@ import torch
 from .config import Config
 from .devices import keep_freed_memory
 from .grid import Grid, window_bins
-from .moves import MoveSizes, Walkers, drive_into_window, wlmc_step
+from .models import param_layout
+from .moves import Langevin, MDCounters, MoveSizes, Walkers, drive_into_window, thermal_velocities, wlmc_step, wlmd_step
 from .tasks import make_task
-from .wl import Estimate
+from .wl import Estimate, wall_slope
 
 
 def _timed(step, seconds: float) -> tuple[int, float]:
@@ -28,46 +30,89 @@ def _timed(step, seconds: float) -> tuple[int, float]:
             return calls, dt
 
 
-def bench(cfg: Config, seconds: float, walkers: int | None, threads: int) -> int:
+def bench(cfg: Config, seconds: float, walkers: int | None, threads: int, device_name: str = "cpu") -> int:
     torch.set_num_threads(threads)
     keep_freed_memory()
-    device = torch.device("cpu")
+    device = torch.device(device_name)
     task = make_task(cfg, device)
     grid = Grid.from_config(cfg.grid)
     lo, hi = window_bins(grid.x.bins, cfg.windows.count, cfg.windows.overlap)[cfg.windows.count // 2]
     batch = walkers or cfg.sampler.walkers_per_rank
-    gen = torch.Generator().manual_seed(cfg.run.seed)
+    gen = torch.Generator(device=device).manual_seed(cfg.run.seed)
     params = task.sample_uniform(batch, gen)
     params, _ = drive_into_window(task, params, (float(grid.x.edges[lo]), float(grid.x.edges[hi])),
                                   (grid.y.min, grid.y.max), cfg.init.max_iterations, cfg.init.learning_rate)
     state, _ = Walkers.at(task, params.detach(), grid, lo, hi - lo)
-    est = Estimate.zeros(hi - lo, grid.y.bins, 1e-3, device)
-    moves = MoveSizes.initial(task, cfg.sampler.sigma_initial)
-    print(f"bench {cfg.path}: {task.describe()}; {threads} torch thread(s); window x bins {lo}-{hi - 1}")
+    est = Estimate.zeros(hi - lo, grid.y.bins, 1e-3, device, with_accuracy=task.has_accuracy)
+    md = cfg.sampler.kind == "wlmd"
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)  # noqa: E731
+    print(f"bench {cfg.path}: {task.describe()}; {threads} torch thread(s) on {device}; window x bins {lo}-{hi - 1}")
 
-    def batched() -> None:
-        with torch.no_grad():
-            wlmc_step(task, grid, state, est, moves, lo, gen)
+    if md:
+        langevin = Langevin.from_config(cfg.sampler, grid, lo, hi - lo, device)
+        counters = MDCounters.zeros(device)
+        state.velocities = thermal_velocities(state.params, gen)
+
+        def batched() -> None:
+            wlmd_step(task, grid, state, est, langevin, counters, lo, gen)
+            sync()
+    else:
+        moves = MoveSizes.initial(task, cfg.sampler.sigma_initial)
+
+        def batched() -> None:
+            with torch.no_grad():
+                wlmc_step(task, grid, state, est, moves, lo, gen)
+            sync()
     calls, dt = _timed(batched, seconds)
     fast = calls * batch / dt
-    print(f"  batched wlmc   {batch:6d} walkers: {fast:12,.0f} walker-steps/s ({calls} steps in {dt:.2f} s)")
+    print(f"  batched {cfg.sampler.kind}  {batch:6d} walkers: {fast:12,.1f} walker-steps/s ({calls} steps in {dt:.2f} s)")
 
-    plain = getattr(task, "plain_step_fn", None)
-    if plain is None:
+    if not hasattr(task, "plain_cvs"):
         print("  plain loop     (this task has no nn.Module)")
         return 0
-    module, cvs = plain()
+    module = task.module
     with torch.no_grad():
-        vector = torch.nn.utils.parameters_to_vector(module.parameters())
-        vector.copy_(params[0])
-        torch.nn.utils.vector_to_parameters(vector, module.parameters())
-    flat_params = list(module.parameters())
-    sizes = [p.numel() for p in flat_params]
-    ln_g = est.ln_g
-    current = list(cvs(module))
+        torch.nn.utils.vector_to_parameters(params[0].detach().clone(), module.parameters())
+    one = _plain_md(task, module, grid, est, langevin, lo, gen, sync) if md else _plain_mc(task, module, grid, est, lo, gen)
+    calls, dt = _timed(one, seconds)
+    slow = calls / dt
+    print(f"  plain loop          1 walker : {slow:12,.1f} walker-steps/s ({calls} steps in {dt:.2f} s)")
+    print(f"  ratio batched / plain: {fast / slow:.0f}x")
+    if md:
+        # the network work alone (forward + backward of one nn.Module), without the MD bookkeeping
+        # the plain loop above also does: a lower bound on any one-walker implementation's cost
+        calls, dt = _timed(_forward_backward(task, module, sync), seconds)
+        bare = calls / dt
+        print(f"  forward+backward    1 walker : {bare:12,.1f} steps/s ({calls} in {dt:.2f} s); "
+              f"ratio batched / forward+backward: {fast / bare:.0f}x")
+    return 0
+
+
+def _forward_backward(task, module, sync):
+    params = list(module.parameters())
 
     def one() -> None:
-        # the loop a plain implementation would write: perturb one weight, forward, accept or undo
+        for p in params:
+            p.grad = None
+        x, y = task.plain_cvs(module)
+        (0.3 * x + 0.2 * y).backward()
+        sync()
+    return one
+
+
+def _bin(grid: Grid, x: float, y: float, lo: int) -> tuple[int, int]:
+    return int(grid.x.index(torch.tensor(x))) - lo, int(grid.y.index(torch.tensor(y)))
+
+
+def _plain_mc(task, module, grid: Grid, est: Estimate, lo: int, gen: torch.Generator):
+    """The loop a plain implementation would write: perturb one weight, forward, accept or undo."""
+    flat_params = list(module.parameters())
+    sizes = [p.numel() for p in flat_params]
+    ln_g, n_xw = est.ln_g, est.ln_g.shape[0]
+    with torch.no_grad():
+        current = [float(v) for v in task.plain_cvs(module)]
+
+    def one() -> None:
         with torch.no_grad():
             i = int(torch.randint(0, task.n_params, (1,), generator=gen))
             k = 0
@@ -77,16 +122,55 @@ def bench(cfg: Config, seconds: float, walkers: int | None, threads: int) -> int
             p = flat_params[k].view(-1)
             old = float(p[i])
             p[i] = old + 0.01 * (2 * float(torch.rand(1, generator=gen)) - 1)
-            x, y = cvs(module)
-            ix, iy = int(grid.x.index(torch.tensor(x))) - lo, int(grid.y.index(torch.tensor(y)))
-            ok = 0 <= ix < hi - lo and 0 <= iy < grid.y.bins
-            ox, oy = int(grid.x.index(torch.tensor(current[0]))) - lo, int(grid.y.index(torch.tensor(current[1])))
+            x, y = (float(v) for v in task.plain_cvs(module))
+            ix, iy = _bin(grid, x, y, lo)
+            ok = 0 <= ix < n_xw and 0 <= iy < grid.y.bins
+            ox, oy = _bin(grid, *current, lo)
             if ok and float(torch.rand(1, generator=gen)) < float(torch.exp(ln_g[ox, oy] - ln_g[ix, iy])):
                 current[:] = [x, y]
             else:
                 p[i] = old
-    calls, dt = _timed(one, seconds)
-    slow = calls / dt
-    print(f"  plain loop          1 walker : {slow:12,.0f} walker-steps/s ({calls} steps in {dt:.2f} s)")
-    print(f"  ratio batched / plain: {fast / slow:.0f}x")
-    return 0
+    return one
+
+
+def _plain_md(task, module, grid: Grid, est: Estimate, md: Langevin, lo: int, gen: torch.Generator, sync):
+    """The loop a plain implementation would write: forward, ln g update at the walker's bin,
+    slopes by central differences, backward, Langevin update of each parameter tensor."""
+    params = list(module.parameters())
+    velocities = [torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype) for p in params]
+    bounds = [(task.lo[s.offset:s.offset + s.size].view(s.shape), task.hi[s.offset:s.offset + s.size].view(s.shape))
+              for s in param_layout(module)]
+    ln_g, (n_xw, n_y) = est.ln_g, est.ln_g.shape
+    c1, c2 = 1.0 - md.gamma, (md.gamma * (2.0 - md.gamma)) ** 0.5
+
+    def slope(i: int, j: int, axis: int) -> float:
+        n = n_xw if axis == 0 else n_y
+        k = i if axis == 0 else j
+        up, down = min(k + 1, n - 1), max(k - 1, 0)
+        a = ln_g[up, j] if axis == 0 else ln_g[i, up]
+        b = ln_g[down, j] if axis == 0 else ln_g[i, down]
+        return float(a - b) / (max(1, up - down) * (grid.x.width if axis == 0 else grid.y.width))
+
+    def one() -> None:
+        for p in params:
+            p.grad = None
+        x, y = task.plain_cvs(module)
+        xv, yv = float(x.detach()), float(y.detach())
+        ix, iy = _bin(grid, xv, yv, lo)
+        inside = 0 <= ix < n_xw and 0 <= iy < n_y
+        i, j = min(max(ix, 0), n_xw - 1), min(max(iy, 0), n_y - 1)
+        if inside:
+            ln_g[i, j] += est.ln_f
+        sx = slope(i, j, 0) + float(wall_slope(torch.tensor(xv), *md.x_range, md.wall_strength))
+        sy = slope(i, j, 1) + float(wall_slope(torch.tensor(yv), *md.y_range, md.wall_strength))
+        (sx * x + sy * y).backward()
+        with torch.no_grad():
+            for p, v, (low, high) in zip(params, velocities, bounds):
+                v.add_(p.grad, alpha=-md.dt)
+                v.mul_(c1).add_(torch.randn(v.shape, generator=gen, device=v.device, dtype=v.dtype), alpha=c2)
+                p.add_(v, alpha=md.dt)
+                out = (p > high) | (p < low)
+                p.copy_(torch.maximum(torch.minimum(p, high), low))
+                v.copy_(torch.where(out, -v, v))
+        sync()
+    return one

@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=5.0, help="time per measurement (default 5)")
     b.add_argument("--walkers", type=int, help="batch size (default: the deck's walkers_per_rank)")
     b.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one core)")
+    b.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
     return p
 
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         return sgd(cfg, args.runs, args.out or cfg.output.dir, args.force)
     if args.command == "bench":
         from .bench import bench
-        return bench(cfg, args.seconds, args.walkers, args.threads)
+        return bench(cfg, args.seconds, args.walkers, args.threads, args.device)
     from .comm import LayoutError, run_or_abort
     from .driver import run_deck
 
@@ -87,6 +88,10 @@ def check(cfg: Config) -> int:
     print(f"  sampler   {cfg.sampler.kind}, {cfg.sampler.walkers_per_rank} walkers per rank, "
           f"schedule {cfg.schedule.kind} ln f {cfg.schedule.ln_f_initial:g} -> {cfg.schedule.ln_f_final:g}, "
           f"budget {cfg.run.max_steps} steps")
+    if cfg.sampler.kind == "wlmd":
+        s = cfg.sampler
+        print(f"  dynamics  {s.integrator} Langevin, kT = 1, dt {s.dt:g}, gamma {s.gamma:g}; ln g kernel sigma "
+              f"{s.kernel_width:g} bins; soft walls c = {s.wall_strength:g}")
     print(f"  grid      x = {task.x_label}: {grid.x.bins} bins in [{grid.x.min:g}, {grid.x.max:g}]; "
           f"y = {task.y_label}: {grid.y.bins} bins in [{grid.y.min:g}, {grid.y.max:g}]")
     print(f"  ranks     {cfg.world_size} = {w.count} windows x {w.ranks_per_window} ranks per window "
@@ -111,7 +116,7 @@ def sgd(cfg: Config, runs: int | None, out_dir: str, force: bool) -> int:
     if runs is not None and runs <= 0:
         print(f"rewl: error: --runs must be positive (got {runs})", file=sys.stderr)
         return 2
-    if cfg.task.kind != "spiral":
+    if cfg.task.kind == "box_quadratic":
         print(f"rewl: error: {cfg.path}: [task] kind: {cfg.task.kind!r} has no network to train", file=sys.stderr)
         return 2
     rec = train_baselines(cfg, runs)

@@ -12,9 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-TASKS = ("spiral", "box_quadratic")
-SAMPLERS = ("wlmc",)
-SCHEDULES = ("halving", "1/t")
+TASKS = ("spiral", "spiral_regression", "box_quadratic")
+SAMPLERS = ("wlmc", "wlmd")
+SCHEDULES = ("halving", "1/t", "ramp")
+INTEGRATORS = ("baoab", "reference")
+# [sampler] keys that only one sampler reads
+SAMPLER_KEYS = {"wlmc": ("sigma_initial", "target_acceptance", "adapt_interval"),
+                "wlmd": ("dt", "gamma", "kernel_width", "wall_strength", "integrator")}
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 ACTIVATIONS = ("relu", "tanh", "silu")
@@ -48,6 +52,9 @@ class TaskConfig:
     test_per_class: int = 50
     noise: float = 0.1
     data_seed: int = 0
+    accuracy_k: float = 5.0          # sharpness k of the smoothed accuracy (spiral under wlmd)
+    # spiral_regression
+    points: int = 500                # all points; half train, half test
     # box_quadratic
     n: int = 4
     m: int = 2
@@ -71,6 +78,12 @@ class SamplerConfig:
     target_acceptance: float = 0.5
     adapt_interval: int = 1000       # steps between move-size adaptations
     sync_interval: int = 100         # steps between merges of ln g inside a window
+    # wlmd: Langevin dynamics at kT = 1 on the potential ln g(x(w), y(w))
+    dt: float = 1e-3
+    gamma: float = 0.1               # friction per step: v <- (1 - gamma) v + sqrt(gamma (2 - gamma)) xi
+    kernel_width: float = 1.0        # sigma of the Gaussian ln g update, in bins (cut at 4 sigma)
+    wall_strength: float = 3000.0    # c of the soft walls c d^2 outside the window's x and the grid's y
+    integrator: str = "baoab"        # or "reference": kick, friction, drift as in the reference study
 
 
 @dataclass(frozen=True)
@@ -105,7 +118,11 @@ class ScheduleConfig:
     flatness: float = 0.8
     check_interval: int = 1000       # steps between flatness checks
     min_visit_fraction: float = 0.01  # bins count for flatness once visited >= this x the mean
-
+    # ramp: ln f rises linearly to ln_f_initial over ramp_steps, stays until plateau_end, then
+    # decays as ln_f_initial * decay_time / (t - plateau_end + decay_time) (continuous at plateau_end)
+    ramp_steps: int = 0
+    plateau_end: int = 0
+    decay_time: int = 1
 
 @dataclass(frozen=True)
 class ExchangeConfig:
@@ -274,6 +291,14 @@ def parse(text: str, path: str = "<deck>") -> Config:
             test_per_class=t.get("test_per_class", int, 50, _positive),
             noise=t.get("noise", float, 0.1, _nonneg),
             data_seed=t.get("data_seed", int, 0, _nonneg),
+            accuracy_k=t.get("accuracy_k", float, 5.0, _positive),
+        )
+    elif kind == "spiral_regression":
+        task = TaskConfig(
+            kind=kind,
+            points=t.get("points", int, 500, lambda v: None if v >= 4 else "must be >= 4"),
+            noise=t.get("noise", float, 0.1, _nonneg),
+            data_seed=t.get("data_seed", int, 0, _nonneg),
         )
     else:
         n = t.get("n", int, 4, lambda v: None if v >= 2 else "must be >= 2")
@@ -309,13 +334,23 @@ def parse(text: str, path: str = "<deck>") -> Config:
     t.finish()
 
     t = table("sampler")
+    sampler_kind = t.get("kind", str, "wlmc", _one_of(SAMPLERS))
+    for other, keys in SAMPLER_KEYS.items():
+        for key in keys:
+            if other != sampler_kind and key in t.data:
+                raise t.err(key, f"applies only to kind = {other!r} (this deck's sampler is {sampler_kind!r})")
     sampler = SamplerConfig(
-        kind=t.get("kind", str, "wlmc", _one_of(SAMPLERS)),
+        kind=sampler_kind,
         walkers_per_rank=t.get("walkers_per_rank", int, 64, _positive),
         sigma_initial=t.get("sigma_initial", float, 0.05, lambda v: None if 0 < v <= 2 else "must lie in (0, 2]"),
         target_acceptance=t.get("target_acceptance", float, 0.5, _open_unit),
         adapt_interval=t.get("adapt_interval", int, 1000, _positive),
         sync_interval=t.get("sync_interval", int, 100, _positive),
+        dt=t.get("dt", float, 1e-3, _positive),
+        gamma=t.get("gamma", float, 0.1, lambda v: None if 0 < v <= 1 else "must lie in (0, 1]"),
+        kernel_width=t.get("kernel_width", float, 1.0, _positive),
+        wall_strength=t.get("wall_strength", float, 3000.0, _positive),
+        integrator=t.get("integrator", str, "baoab", _one_of(INTEGRATORS)),
     )
     t.finish()
 
@@ -363,7 +398,17 @@ def parse(text: str, path: str = "<deck>") -> Config:
         check_interval=t.get("check_interval", int, 1000, _positive),
         min_visit_fraction=t.get("min_visit_fraction", float, 0.01,
                                  lambda v: None if 0 <= v < 1 else "must lie in [0, 1)"),
+        ramp_steps=t.get("ramp_steps", int, 0, _nonneg),
+        plateau_end=t.get("plateau_end", int, 0, _nonneg),
+        decay_time=t.get("decay_time", int, 1, _positive),
     )
+    ramp_keys = ("ramp_steps", "plateau_end", "decay_time")
+    if schedule.kind != "ramp":
+        for key in ramp_keys:
+            if key in t.data:
+                raise t.err(key, f"applies only to kind = 'ramp' (this deck's schedule is {schedule.kind!r})")
+    elif schedule.plateau_end < schedule.ramp_steps:
+        raise t.err("plateau_end", f"must be >= ramp_steps = {schedule.ramp_steps} (got {schedule.plateau_end})")
     t.finish()
 
     t = table("exchange")
@@ -397,16 +442,17 @@ def parse(text: str, path: str = "<deck>") -> Config:
         seed=t.get("seed", int, 0, _nonneg),
     )
     t.finish()
-    if kind == "spiral" and baseline.batch_size > 2 * task.train_per_class:
+    n_train = {"spiral": 2 * task.train_per_class, "spiral_regression": task.points // 2}.get(kind)
+    if n_train is not None and baseline.batch_size > n_train:
         raise DeckError(path, "[baseline] batch_size",
-                        f"must be at most the {2 * task.train_per_class} training points (got {baseline.batch_size})")
+                        f"must be at most the {n_train} training points (got {baseline.batch_size})")
 
     # cross-table consistency: all step intervals are counted at synchronisation points
     sync = sampler.sync_interval
     for tname, key, value in (("schedule", "check_interval", schedule.check_interval),
                               ("exchange", "interval", exchange.interval),
                               ("output", "checkpoint_interval", output.checkpoint_interval),
-                              ("sampler", "adapt_interval", sampler.adapt_interval)):
+                              ("sampler", "adapt_interval", sampler.adapt_interval if sampler.kind == "wlmc" else 0)):
         if value % sync:
             raise DeckError(path, f"[{tname}] {key}",
                             f"must be a multiple of [sampler] sync_interval = {sync} (got {value})")

@@ -23,13 +23,14 @@ from .config import Config, parse
 from .devices import keep_freed_memory, pick_device
 from .exchange import SwapStats, exchange_round
 from .grid import Grid, window_bins
-from .moves import MoveSizes, Walkers, drive_into_window, wlmc_step
+from .moves import (Langevin, MDCounters, MoveSizes, Walkers, drive_into_window, thermal_velocities, wlmc_step,
+                    wlmd_step)
 from .storage import Checkpoint, RunRecord, RunStore, StorageError, WindowRecord
 from .tasks import make_task
-from .wl import Estimate, advance_schedule, flatness, schedule_progress
+from .wl import Estimate, advance_schedule, flatness, ramp_ln_f, schedule_progress
 
 # columns of the status row every rank shares at each synchronisation
-_ROW = ("window", "ln_f", "flatness", "converged", "stop", "stage", "one_over_t", "move_att", "move_acc",
+_ROW = ("window", "ln_f", "flatness", "converged", "stop", "stage", "one_over_t", "move_att", "move_acc", "kinetic_t",
         "swap_att", "swap_acc", "init_iterations", "init_seconds")
 _COL = {name: k for k, name in enumerate(_ROW)}
 
@@ -61,6 +62,8 @@ class Engine:
         self.bins = window_bins(self.grid.x.bins, cfg.windows.count, cfg.windows.overlap)
         self.x_lo, x_hi = self.bins[comm.window]
         self.n_xw = x_hi - self.x_lo
+        self.md = cfg.sampler.kind == "wlmd"
+        self.langevin = Langevin.from_config(cfg.sampler, self.grid, self.x_lo, self.n_xw, self.device) if self.md else None
         self.stop = StopFlag()
         seeds = np.random.SeedSequence([cfg.run.seed, comm.rank]).generate_state(2)
         self.gen = torch.Generator(device=self.device)
@@ -73,6 +76,7 @@ class Engine:
         self.init_iterations, self.init_seconds = 0, 0.0
         self.elapsed_before = 0.0
         self.history: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self.warned_hot = False
         self.rows = np.zeros((comm.size, len(_ROW)))
 
     # -- start ---------------------------------------------------------------------------------
@@ -97,13 +101,23 @@ class Engine:
                 f"window {self.comm.window}: {bad} walkers have y outside [grid.y] "
                 f"[{self.grid.y.min}, {self.grid.y.max}] after initialisation; widen [grid.y]")
         self.est = Estimate.zeros(self.n_xw, self.grid.y.bins, cfg.schedule.ln_f_initial, self.device,
-                                  walkers=cfg.sampler.walkers_per_rank * cfg.windows.ranks_per_window)
-        self.moves = MoveSizes.initial(self.task, cfg.sampler.sigma_initial)
-        with torch.no_grad():
-            for k in range(cfg.init.equilibration_steps):
-                wlmc_step(self.task, self.grid, self.walkers, self.est, self.moves, self.x_lo, self.gen, update=False)
-                if (k + 1) % cfg.sampler.adapt_interval == 0:
-                    self.moves.adapt(self.task, cfg.sampler.target_acceptance)
+                                  walkers=cfg.sampler.walkers_per_rank * cfg.windows.ranks_per_window,
+                                  with_accuracy=self.md and self.task.has_accuracy)
+        if self.md:
+            self.moves = MDCounters.zeros(self.device)
+            self.walkers.velocities = thermal_velocities(self.walkers.params, self.gen)
+            for _ in range(cfg.init.equilibration_steps):
+                wlmd_step(self.task, self.grid, self.walkers, self.est, self.langevin, self.moves, self.x_lo,
+                          self.gen, update=False)
+            self.walkers.refresh(self.task, self.grid, self.x_lo, self.n_xw)
+        else:
+            self.moves = MoveSizes.initial(self.task, cfg.sampler.sigma_initial)
+            with torch.no_grad():
+                for k in range(cfg.init.equilibration_steps):
+                    wlmc_step(self.task, self.grid, self.walkers, self.est, self.moves, self.x_lo, self.gen,
+                              update=False)
+                    if (k + 1) % cfg.sampler.adapt_interval == 0:
+                        self.moves.adapt(self.task, cfg.sampler.target_acceptance)
         self.moves.reset_counters()
         self.init_seconds = time.perf_counter() - t0
 
@@ -111,13 +125,18 @@ class Engine:
         d = self.device
         t = lambda a: torch.as_tensor(a, device=d)  # noqa: E731
         self.step, self.exchange_rounds = int(ck.step), int(ck.exchange_round)
-        self.walkers = Walkers(t(ck.params).to(self.task.dtype), t(ck.x), t(ck.y), t(ck.ix), t(ck.iy))
+        self.walkers = Walkers(t(ck.params).to(self.task.dtype), t(ck.x), t(ck.y), t(ck.ix), t(ck.iy),
+                               t(ck.velocities).to(self.task.dtype) if self.md else None)
         self.est = Estimate(t(ck.ln_g), t(ck.hist), t(ck.visits), float(ck.ln_f),
                             self.cfg.sampler.walkers_per_rank * self.cfg.windows.ranks_per_window,
-                            int(ck.stage), bool(ck.one_over_t), bool(ck.converged))
+                            int(ck.stage), bool(ck.one_over_t), bool(ck.converged),
+                            t(ck.acc_sum) if ck.acc_sum.size else None)
         self.flat = float(ck.flatness)
-        self.moves = MoveSizes(t(ck.sigma).to(self.task.dtype), t(ck.move_attempted), t(ck.move_accepted),
-                               t(ck.total_attempted), t(ck.total_accepted))
+        if self.md:
+            self.moves = MDCounters(t(ck.move_attempted), t(ck.move_accepted))
+        else:
+            self.moves = MoveSizes(t(ck.sigma).to(self.task.dtype), t(ck.move_attempted), t(ck.move_accepted),
+                                   t(ck.total_attempted), t(ck.total_accepted))
         self.swaps = SwapStats(ck.swap_attempted.copy(), ck.swap_accepted.copy())
         self.gen.set_state(torch.as_tensor(ck.torch_rng, dtype=torch.uint8))
         self.rng.bit_generator.state = json.loads(ck.numpy_rng)
@@ -148,7 +167,7 @@ class Engine:
                 break
             self.advance(sync)
             self.merge_window()
-            if self.step % cfg.sampler.adapt_interval == 0:
+            if not self.md and self.step % cfg.sampler.adapt_interval == 0:
                 self.moves.adapt(self.task, cfg.sampler.target_acceptance)
             checked = self.step % cfg.schedule.check_interval == 0
             if checked:
@@ -172,18 +191,27 @@ class Engine:
         return status
 
     def advance(self, n_steps: int) -> None:
-        """n_steps batched WLMC steps of all this rank's walkers."""
-        with torch.no_grad():
-            for _ in range(n_steps):
-                wlmc_step(self.task, self.grid, self.walkers, self.est, self.moves, self.x_lo, self.gen)
-        self.step += n_steps
+        """n_steps batched WLMC or WLMD steps of all this rank's walkers."""
+        ramp = self.cfg.schedule.kind == "ramp"
+        for _ in range(n_steps):
+            if ramp and not self.est.converged:
+                self.est.ln_f = ramp_ln_f(self.cfg.schedule, self.step)
+            if self.md:
+                wlmd_step(self.task, self.grid, self.walkers, self.est, self.langevin, self.moves, self.x_lo, self.gen)
+            else:
+                with torch.no_grad():
+                    wlmc_step(self.task, self.grid, self.walkers, self.est, self.moves, self.x_lo, self.gen)
+            self.step += 1
+        if self.md:
+            # the exchange and checkpoints need the CVs of the weights as they are now
+            self.walkers.refresh(self.task, self.grid, self.x_lo, self.n_xw)
 
     def merge_window(self) -> None:
         """Sum the ln g and histogram increments of the window's ranks since the last merge."""
         if self.comm.ranks_per_window == 1:
             return
         est = self.est
-        for name in ("ln_g", "hist", "visits"):
+        for name in est.merged_arrays():
             now = getattr(est, name)
             base = self._synced[name]
             total = self.comm.window_sum((now - base).cpu().numpy())
@@ -191,7 +219,7 @@ class Engine:
         self._snapshot_synced()
 
     def _snapshot_synced(self) -> None:
-        self._synced = {name: getattr(self.est, name).clone() for name in ("ln_g", "hist", "visits")}
+        self._synced = {name: getattr(self.est, name).clone() for name in self.est.merged_arrays()}
 
     def check_flatness(self) -> None:
         """Flatness over established bins, then the ln f schedule (identical on the window's ranks)."""
@@ -200,7 +228,7 @@ class Engine:
         self.flat = flatness(est.hist, est.visits, self.cfg.schedule.min_visit_fraction)
         # t of the 1/t schedule: Monte Carlo time per bin of one walker (the estimate is their average)
         steps_per_bin = self.step / max(1, int(visited.sum()))
-        advance_schedule(est, self.cfg.schedule, self.flat, steps_per_bin)
+        advance_schedule(est, self.cfg.schedule, self.flat, steps_per_bin, self.step)
         if self.comm.ranks_per_window > 1:
             self._snapshot_synced()
 
@@ -220,6 +248,8 @@ class Engine:
         if w < self.comm.n_windows - 1:
             row[_COL["swap_att"]], row[_COL["swap_acc"]] = self.swaps.attempted[w], self.swaps.accepted[w]
         row[_COL["init_iterations"]], row[_COL["init_seconds"]] = self.init_iterations, self.init_seconds
+        if self.md:   # kinetic temperature <v^2> (kT = 1 wanted): well above 1 means dt is too large
+            row[_COL["kinetic_t"]] = float(self.walkers.velocities.double().square().mean())
         self.rows = self.comm.allgather(row)
 
     def record_history(self) -> None:
@@ -247,13 +277,20 @@ class Engine:
     def snapshot(self) -> Checkpoint:
         w, est, mv = self.walkers, self.est, self.moves
         n = lambda a: a.detach().cpu().numpy()  # noqa: E731
+        none = np.zeros(0)
+        if self.md:   # MD keeps only its counters: walker-steps and those inside the window
+            moves = dict(sigma=none, move_attempted=n(mv.steps), move_accepted=n(mv.inside),
+                         total_attempted=none, total_accepted=none)
+        else:
+            moves = dict(sigma=n(mv.sigma), move_attempted=n(mv.attempted), move_accepted=n(mv.accepted),
+                         total_attempted=n(mv.total_attempted), total_accepted=n(mv.total_accepted))
         return Checkpoint(
             step=self.step, exchange_round=self.exchange_rounds,
             params=n(w.params), x=n(w.x), y=n(w.y), ix=n(w.ix), iy=n(w.iy),
+            velocities=n(w.velocities) if self.md else np.zeros((0, 0)),
             ln_g=n(est.ln_g), hist=n(est.hist), visits=n(est.visits), ln_f=est.ln_f, stage=est.stage,
             one_over_t=est.one_over_t, converged=est.converged, flatness=self.flat,
-            sigma=n(mv.sigma), move_attempted=n(mv.attempted), move_accepted=n(mv.accepted),
-            total_attempted=n(mv.total_attempted), total_accepted=n(mv.total_accepted),
+            acc_sum=n(est.acc_sum) if est.acc_sum is not None else np.zeros((0, 0)), **moves,
             swap_attempted=self.swaps.attempted.copy(), swap_accepted=self.swaps.accepted.copy(),
             torch_rng=self.gen.get_state().numpy(), numpy_rng=json.dumps(self.rng.bit_generator.state),
             init_iterations=self.init_iterations, init_seconds=self.init_seconds, elapsed_seconds=self.elapsed(),
@@ -271,13 +308,14 @@ class Engine:
         comm, cfg = self.comm, self.cfg
         n_w, n_y = cfg.windows.count, self.grid.y.bins
         attempted, accepted = self.moves.totals()
-        moves = np.zeros((2, n_w, self.task.n_groups))
+        moves = np.zeros((2, n_w, len(attempted)))
         moves[0, comm.window], moves[1, comm.window] = attempted.cpu().numpy(), accepted.cpu().numpy()
         moves = comm.world_sum(moves)
         swaps = comm.world_sum(np.stack([self.swaps.attempted, self.swaps.accepted]))
         leader = comm.local == 0
+        names = self.est.merged_arrays()       # the same on every rank: ln_g, hist, visits [, acc_sum]
         if leader and not comm.is_root:
-            for tag, name in enumerate(("ln_g", "hist", "visits")):
+            for tag, name in enumerate(names):
                 comm.send(getattr(self.est, name).cpu().numpy(), 0, tag=100 + tag)
         if not comm.is_root:
             return None
@@ -285,12 +323,13 @@ class Engine:
         for k, (lo, hi) in enumerate(self.bins):
             src = comm.rank_of(k, 0)
             if src == 0:
-                arrays = [getattr(self.est, name).cpu().numpy() for name in ("ln_g", "hist", "visits")]
+                arrays = [getattr(self.est, name).cpu().numpy() for name in names]
             else:
-                arrays = [comm.recv((hi - lo, n_y), np.float64, src, tag=100 + t) for t in range(3)]
+                arrays = [comm.recv((hi - lo, n_y), np.float64, src, tag=100 + t) for t in range(len(names))]
             row = self.rows[src]
             windows.append(WindowRecord(
-                x_bins=(lo, hi), ln_g=arrays[0], hist=arrays[1], visits=arrays[2], ln_f=float(row[_COL["ln_f"]]),
+                x_bins=(lo, hi), ln_g=arrays[0], hist=arrays[1], visits=arrays[2],
+                accuracy_sum=arrays[3] if len(arrays) > 3 else None, ln_f=float(row[_COL["ln_f"]]),
                 stage=int(row[_COL["stage"]]), one_over_t=bool(row[_COL["one_over_t"]]),
                 converged=bool(row[_COL["converged"]]), flatness=float(row[_COL["flatness"]]),
                 init_iterations=int(self.rows[comm.rank_of(k, 0): comm.rank_of(k + 1, 0), _COL["init_iterations"]].max()),
@@ -301,7 +340,8 @@ class Engine:
             ranks_per_window=comm.ranks_per_window, walkers_per_rank=cfg.sampler.walkers_per_rank,
             steps=self.step, max_steps=cfg.run.max_steps, elapsed_seconds=self.elapsed(),
             x_edges=self.grid.x.edges, y_edges=self.grid.y.edges, windows=windows,
-            group_names=self.task.group_names, move_attempted=moves[0], move_accepted=moves[1],
+            group_names=["md_inside"] if self.md else self.task.group_names,
+            move_attempted=moves[0], move_accepted=moves[1],
             swap_attempted=swaps[0], swap_accepted=swaps[1],
             rewl_version=__version__, **self.history_arrays())
 
@@ -320,12 +360,17 @@ class Engine:
             r = rows[k * self.comm.ranks_per_window: (k + 1) * self.comm.ranks_per_window]
             acc = r[:, _COL["move_acc"]].sum() / max(1.0, r[:, _COL["move_att"]].sum())
             mark = "*" if r[0, _COL["converged"]] else ""
-            parts.append(f"w{k}{mark} lnf={r[0, _COL['ln_f']]:.2e} flat={r[0, _COL['flatness']]:.2f} acc={acc:.2f}")
+            label = "in" if self.md else "acc"      # MD: fraction of walker-steps inside the window
+            part = f"w{k}{mark} lnf={r[0, _COL['ln_f']]:.2e} flat={r[0, _COL['flatness']]:.2f} {label}={acc:.2f}"
+            if self.md:
+                part += f" T={r[:, _COL['kinetic_t']].mean():.2f}"
+            parts.append(part)
         swaps = []
         for k in range(self.cfg.windows.count - 1):
             r = rows[k * self.comm.ranks_per_window: (k + 1) * self.comm.ranks_per_window]
             swaps.append(f"{r[:, _COL['swap_acc']].sum() / max(1.0, r[:, _COL['swap_att']].sum()):.2f}")
-        progress = min(schedule_progress(r[_COL["ln_f"]], bool(r[_COL["converged"]]), self.cfg.schedule) for r in rows)
+        progress = min(schedule_progress(r[_COL["ln_f"]], bool(r[_COL["converged"]]), self.cfg.schedule, self.step)
+                       for r in rows)
         elapsed = self.elapsed()
         done = self.step - self.step_at_start
         rate = done / max(1e-9, now - self.t_start)
@@ -335,6 +380,11 @@ class Engine:
                 + f" | ln f progress {100 * progress:.0f}% | {_hms(elapsed)} elapsed, budget ends in {_hms(left)}")
         if final:
             line += f" | {status}"
+        hot = rows[:, _COL["kinetic_t"]].max()
+        if self.md and hot > 1.5 and not self.warned_hot:
+            self.warned_hot = True
+            print(f"\nrewl: warning: kinetic temperature {hot:.3g} (should be 1): the Langevin integration is "
+                  "unstable; lower [sampler] dt or wall_strength", file=sys.stderr, flush=True)
         if due:
             print(("\r" if tty else "") + line, flush=True)
             self.last_log = now

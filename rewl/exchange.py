@@ -39,8 +39,8 @@ def exchange_round(comm: Comm, round_index: int, grid: Grid, bins: list[tuple[in
                    est: Estimate, rng: np.random.Generator, stats: SwapStats) -> None:
     """One exchange round for this rank (a no-op for ranks whose window has no partner this round).
 
-    bins: every window's [lo, hi) x bins. Swapped walkers carry parameters and CVs; their bins are
-    recomputed in the receiving window.
+    bins: every window's [lo, hi) x bins. Swapped walkers carry parameters, CVs and (WLMD)
+    velocities; their bins are recomputed in the receiving window.
     """
     w, parity = comm.window, round_index % 2
     if w % 2 == parity and w + 1 < comm.n_windows:
@@ -55,10 +55,12 @@ def exchange_round(comm: Comm, round_index: int, grid: Grid, bins: list[tuple[in
     lo_j, hi_j = bins[i + 1]
     n_y = grid.y.bins
     my_lo = lo_i if lower else lo_j
-    global_x = walkers.ix.cpu().numpy() + my_lo
-    iy = walkers.iy.cpu().numpy()
-    # candidates: walkers in the partner's x range, i.e. in the overlap [lo_j, hi_i)
-    cand = np.flatnonzero((global_x >= lo_j) & (global_x < hi_i))
+    # bins from the CVs themselves: an MD walker in the soft walls lies outside its window, where
+    # its stored (clamped) bin would make it look like an overlap walker
+    global_x = grid.x.index(walkers.x).cpu().numpy()
+    iy = grid.y.index(walkers.y).cpu().numpy()
+    # candidates: walkers in the partner's x range, i.e. in the overlap [lo_j, hi_i), and on the y grid
+    cand = np.flatnonzero((global_x >= lo_j) & (global_x < hi_i) & (iy >= 0) & (iy < n_y))
     n_ov = hi_i - lo_j
 
     if not lower:
@@ -101,6 +103,10 @@ def exchange_round(comm: Comm, round_index: int, grid: Grid, bins: list[tuple[in
     in_cvs = comm.sendrecv(out_cvs, partner, out_cvs.shape, out_cvs.dtype, tag=7)
     device = walkers.params.device
     walkers.params[idx] = torch.as_tensor(in_params, device=device)
+    if walkers.velocities is not None:
+        out_v = walkers.velocities[idx].cpu().numpy()
+        walkers.velocities[idx] = torch.as_tensor(comm.sendrecv(out_v, partner, out_v.shape, out_v.dtype, tag=8),
+                                                  device=device)
     x_new = torch.as_tensor(in_cvs[:, 0], device=device)
     y_new = torch.as_tensor(in_cvs[:, 1], device=device)
     ix, iy_new, inside = bin_cvs(grid, x_new, y_new, my_lo, est.ln_g.shape[0])

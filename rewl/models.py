@@ -89,20 +89,30 @@ class MLPForward:
         for k, layer in enumerate(module.layers):
             w, b = layout[f"layers.{k}.weight"], layout[f"layers.{k}.bias"]
             self.slices.append((w.offset, layer.out_features, layer.in_features, b.offset))
+        # weight, bias, weight, bias ... back to back in a walker: one split gives every block, and
+        # its backward is one concatenation (slicing each block would zero-fill a full-size
+        # gradient per block)
+        self.sizes = [s.size for s in param_layout(module)]
+        assert all(b_off == w_off + o * i for w_off, o, i, b_off in self.slices)
 
     def __call__(self, walkers: torch.Tensor, inputs_t: torch.Tensor) -> torch.Tensor:
         """walkers (B, n_params), inputs_t (d_in, P) (inputs transposed) -> outputs (B, d_out, P)."""
         batch = walkers.shape[0]
         h = inputs_t.unsqueeze(0)
         last = len(self.slices) - 1
-        for k, (w_off, d_out, d_in, b_off) in enumerate(self.slices):
-            weight = walkers[:, w_off:w_off + d_out * d_in].reshape(batch, d_out, d_in)
-            bias = walkers[:, b_off:b_off + d_out].unsqueeze(-1)
+        blocks = walkers.split(self.sizes, dim=1)
+        for k, (_, d_out, d_in, _) in enumerate(self.slices):
+            weight = blocks[2 * k].reshape(batch, d_out, d_in)
+            bias = blocks[2 * k + 1].unsqueeze(-1)
             if self.broadcast:
                 z = bias
                 for j in range(d_in):
                     z = z + weight[:, :, j:j + 1] * h[:, j:j + 1, :]
                 h = z
+            elif k == 0:
+                # the inputs are shared by all walkers: one GEMM (B d_out, d_in) @ (d_in, P), whose
+                # backward is one GEMM too, instead of B tiny matrix products
+                h = torch.matmul(weight, h[0]) + bias
             else:
                 h = torch.baddbmm(bias, weight, h.expand(batch, *h.shape[1:]))
             if k < last:

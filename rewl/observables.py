@@ -8,9 +8,10 @@ import torch
 
 
 def _binary_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Two classes: wrong logit minus correct logit, (B, 2, P) -> (B, P)."""
-    diff = logits[:, 1] - logits[:, 0]
-    return torch.where(labels.bool(), -diff, diff)
+    """Two classes: wrong logit minus correct logit, (B, 2, P) -> (B, P). A multiplication by
+    +-1 per point, which is several times faster than torch.where on CPU."""
+    sign = (1 - 2 * labels).to(logits.dtype)
+    return (logits[:, 1] - logits[:, 0]) * sign
 
 
 def cross_entropy_points(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -35,6 +36,18 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return (_binary_margin(logits, labels) <= 0).to(logits.dtype).mean(dim=1)
     correct = logits.gather(1, labels.expand(logits.shape[0], 1, -1)).squeeze(1)
     return (correct >= logits.amax(dim=1)).to(logits.dtype).mean(dim=1)
+
+
+def smooth_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: float) -> torch.Tensor:
+    """Differentiable accuracy: mean over points of sigmoid(k (correct logit - largest wrong
+    logit)): (B, C, P), (P,) -> (B,). Tends to the hard accuracy as k grows."""
+    if logits.shape[1] == 2:
+        margin = -_binary_margin(logits, labels)
+    else:
+        onehot = torch.nn.functional.one_hot(labels, logits.shape[1]).t().bool()     # (C, P)
+        correct = logits.gather(1, labels.expand(logits.shape[0], 1, -1)).squeeze(1)
+        margin = correct - logits.masked_fill(onehot, float("-inf")).amax(dim=1)
+    return torch.sigmoid(k * margin).mean(dim=1)
 
 
 def ln_sum_squares(coords: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,9 @@ def info(path: str) -> int:
     print(f"  grid x = {rec.x_label}: {len(rec.x_edges) - 1} bins in [{rec.x_edges[0]:g}, {rec.x_edges[-1]:g}]; "
           f"y = {rec.y_label}: {len(rec.y_edges) - 1} bins in [{rec.y_edges[0]:g}, {rec.y_edges[-1]:g}]")
     move_rate = rec.move_accepted.sum(axis=1) / np.maximum(1, rec.move_attempted.sum(axis=1))
-    print("  window  x range              ln f       stage  flat  visited  acceptance  init iters (s)")
+    # wlmd has no acceptance: its column is the fraction of walker-steps inside the window
+    rate_name = "  inside  " if rec.sampler == "wlmd" else "acceptance"
+    print(f"  window  x range              ln f       stage  flat  visited  {rate_name}  init iters (s)")
     for k, w in enumerate(rec.windows):
         lo, hi = w.x_bins
         mark = " converged" if w.converged else (" 1/t" if w.one_over_t else "")

@@ -15,14 +15,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# version 2 added optional data (WLMD velocities, hard-accuracy sums); version 1 files read as before
+READABLE_VERSIONS = (1, 2)
 FORMAT = "rewl-run"
 
 
@@ -45,6 +47,8 @@ class WindowRecord:
     flatness: float
     init_iterations: int
     init_seconds: float
+    accuracy_sum: np.ndarray | None = None   # (n_xw, n_y) hard test accuracy summed over visits
+                                             # (wlmd with a smoothed accuracy as y); mean = sum / visits
 
 
 @dataclass
@@ -68,8 +72,8 @@ class RunRecord:
     y_edges: np.ndarray            # (n_y + 1,)
     windows: list[WindowRecord]
     group_names: list[str]
-    move_attempted: np.ndarray     # (n_windows, n_groups)
-    move_accepted: np.ndarray      # (n_windows, n_groups)
+    move_attempted: np.ndarray     # (n_windows, n_groups); wlmd: (n_windows, 1) walker-steps
+    move_accepted: np.ndarray      # (n_windows, n_groups); wlmd: walker-steps inside the window
     swap_attempted: np.ndarray     # (n_windows - 1,)
     swap_accepted: np.ndarray      # (n_windows - 1,)
     history_step: np.ndarray       # (T,) steps of the flatness checks
@@ -101,8 +105,8 @@ class Checkpoint:
     one_over_t: bool
     converged: bool
     flatness: float
-    sigma: np.ndarray              # (n_groups,)
-    move_attempted: np.ndarray     # (n_groups,) since the last adaptation
+    sigma: np.ndarray              # (n_groups,); empty under wlmd
+    move_attempted: np.ndarray     # (n_groups,) since the last adaptation; wlmd: (1,) walker-steps
     move_accepted: np.ndarray
     total_attempted: np.ndarray    # (n_groups,) up to the last adaptation
     total_accepted: np.ndarray
@@ -116,6 +120,8 @@ class Checkpoint:
     history_step: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     history_ln_f: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     history_flatness: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    velocities: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))   # (B, n_params) under wlmd
+    acc_sum: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))      # (n_xw, n_y) or empty
 
 
 @dataclass
@@ -183,9 +189,10 @@ def _open_checked(path: Path, fmt: str, missing: str, wrong: str) -> h5py.File:
         f.close()
         raise StorageError(f"{path}: {wrong}")
     version = int(f.attrs.get("schema_version", -1))
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         f.close()
-        raise StorageError(f"{path}: schema version {version}, this rewl reads {SCHEMA_VERSION}")
+        raise StorageError(f"{path}: schema version {version}, this rewl reads "
+                           f"{', '.join(map(str, READABLE_VERSIONS))}")
     return f
 
 
@@ -243,8 +250,9 @@ class RunStore:
             f.create_dataset("grid/y_edges", data=rec.y_edges)
             for k, w in enumerate(rec.windows):
                 g = f.create_group(f"windows/{k:03d}")
-                for name in ("ln_g", "hist", "visits"):
-                    g.create_dataset(name, data=getattr(w, name), compression="gzip", compression_opts=1)
+                for name in ("ln_g", "hist", "visits", "accuracy_sum"):
+                    if getattr(w, name) is not None:
+                        g.create_dataset(name, data=getattr(w, name), compression="gzip", compression_opts=1)
                 g.attrs["x_bins"] = np.asarray(w.x_bins, dtype=np.int64)
                 for name in ("ln_f", "stage", "one_over_t", "converged", "flatness", "init_iterations", "init_seconds"):
                     g.attrs[name] = getattr(w, name)
@@ -268,6 +276,7 @@ class RunStore:
                 windows.append(WindowRecord(
                     x_bins=tuple(int(v) for v in g.attrs["x_bins"]),
                     ln_g=g["ln_g"][()], hist=g["hist"][()], visits=g["visits"][()],
+                    accuracy_sum=g["accuracy_sum"][()] if "accuracy_sum" in g else None,
                     ln_f=float(g.attrs["ln_f"]), stage=int(g.attrs["stage"]),
                     one_over_t=bool(g.attrs["one_over_t"]), converged=bool(g.attrs["converged"]),
                     flatness=float(g.attrs["flatness"]), init_iterations=int(g.attrs["init_iterations"]),
@@ -349,8 +358,10 @@ class RunStore:
             for fld in fields(Checkpoint):
                 if fld.name in f:
                     values[fld.name] = f[fld.name][()]
-                else:
+                elif fld.name in f.attrs:
                     values[fld.name] = _scalar(f.attrs[fld.name])
+                elif fld.default_factory is MISSING:   # optional fields of later schema versions
+                    raise StorageError(f"{self._ckpt_path(step, rank)}: no {fld.name!r}")
         return Checkpoint(**values)
 
     def mark_complete(self, step: int) -> None:

@@ -13,7 +13,9 @@ import torch
 
 from .config import Config
 from .models import FNN, batched_forward, n_params, param_layout
-from .observables import accuracy, cross_entropy, cross_entropy_points, ln_sum_squares
+from torch import nn
+
+from .observables import accuracy, cross_entropy, cross_entropy_points, ln_sum_squares, smooth_accuracy
 
 
 def spiral_data(per_class: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -42,6 +44,7 @@ class Task:
     dtype: torch.dtype
     x_label = "ln L_train"
     y_label = "y"
+    has_accuracy = False      # a hard test accuracy is recorded per bin beside y (wlmd classification)
 
     @property
     def n_groups(self) -> int:
@@ -58,6 +61,11 @@ class Task:
     def y_of(self, walkers: torch.Tensor) -> torch.Tensor | None:
         """The second CV, differentiable, or None when it is not (hard accuracy): (B,)."""
         return None
+
+    def md_cvs(self, walkers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """x, y differentiable (B,) for the MD force, and the hard test accuracy (B,) or None."""
+        x, y = self.cvs(walkers)
+        return x, y, None
 
     def sample_uniform(self, count: int, gen: torch.Generator) -> torch.Tensor:
         """Walkers uniform in the box: (count, n_params)."""
@@ -82,27 +90,22 @@ class Task:
         raise TypeError(f"task {self.name!r} has no network to train")
 
 
-class SpiralTask(Task):
-    """Spiral classification with an FNN; x = ln cross-entropy on train, y = hard test accuracy."""
+class NetworkTask(Task):
+    """A task whose walkers are the weights of an FNN: box +-2/sqrt(fan_out) per layer (or the
+    deck's), batched forward, the standard initialisation for baselines. Subclasses turn outputs
+    (B, d_out, P) into the CVs (``_cvs_from_outputs``)."""
 
-    name = "spiral"
-    y_label = "A_test"
-
-    def __init__(self, cfg: Config, device: torch.device):
-        t, m = cfg.task, cfg.model
+    def _build(self, cfg: Config, device: torch.device, d_in: int, d_out: int, inputs: np.ndarray) -> None:
+        """inputs (P, d_in): training points first, then test points."""
+        m = cfg.model
         self.dtype = getattr(torch, m.dtype)
-        rng = np.random.default_rng(t.data_seed)
-        x_train, y_train = spiral_data(t.train_per_class, t.noise, rng)
-        x_test, y_test = spiral_data(t.test_per_class, t.noise, rng)
-        self.n_train = len(y_train)
-        inputs = torch.tensor(np.concatenate([x_train, x_test]), dtype=self.dtype, device=device)
-        self.inputs_t = inputs.t().contiguous()      # (2, P): train points first, then test
-        self.labels_train = torch.tensor(y_train, device=device)
-        self.labels_test = torch.tensor(y_test, device=device)
-        self.module = FNN(2, m.hidden, 2, m.activation).to(device=device, dtype=self.dtype)
+        self.inputs_t = torch.tensor(inputs, dtype=self.dtype, device=device).t().contiguous()   # (d_in, P)
+        self.module = FNN(d_in, m.hidden, d_out, m.activation).to(device=device, dtype=self.dtype)
         self.forward = batched_forward(self.module, for_compile=m.compile)
-        # dynamic=False: one batch size per rank, so one specialised kernel
+        # dynamic=False: one batch size per rank, so one specialised kernel; the MD path compiles
+        # forward and backward together (AOTAutograd)
         self._cvs = torch.compile(self._cvs_eager, dynamic=False) if m.compile else self._cvs_eager
+        self._md = torch.compile(self._md_eager, dynamic=False) if m.compile else self._md_eager
         self.n_params = n_params(self.module)
         fan_outs = [layer.out_features for layer in self.module.layers]
         half = m.box if m.box is not None else tuple(2.0 / math.sqrt(f) for f in fan_outs)
@@ -113,26 +116,25 @@ class SpiralTask(Task):
         self.hi = self.group_half_width[self.group]
         self.lo = -self.hi
 
+    def _cvs_from_outputs(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """outputs (B, d_out, P) of all points -> x, y, hard test accuracy (or None): (B,) each."""
+        raise NotImplementedError
+
+    def _cvs_eager(self, walkers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y, _ = self._cvs_from_outputs(self.forward(walkers, self.inputs_t))
+        return x, y
+
+    def _md_eager(self, walkers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        return self._cvs_from_outputs(self.forward(walkers, self.inputs_t))
+
     def cvs(self, walkers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._cvs(walkers)
 
-    def _cvs_eager(self, walkers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.forward(walkers, self.inputs_t)
-        n = self.n_train
-        x = torch.log(cross_entropy(logits[..., :n], self.labels_train))
-        y = accuracy(logits[..., n:], self.labels_test)
-        return x, y
+    def md_cvs(self, walkers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        return self._md(walkers)
 
     def x_of(self, walkers: torch.Tensor) -> torch.Tensor:
-        logits = self.forward(walkers, self.inputs_t[:, : self.n_train])
-        return torch.log(cross_entropy(logits, self.labels_train))
-
-    def hard_test_accuracy(self, walkers: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return y                                   # y is the hard test accuracy here
-
-    def train_point_losses(self, walkers: torch.Tensor) -> torch.Tensor:
-        logits = self.forward(walkers, self.inputs_t[:, : self.n_train])
-        return cross_entropy_points(logits, self.labels_train)
+        return torch.log(self.train_point_losses(walkers).mean(dim=1))
 
     def initial_weights(self, count: int, seed: int) -> torch.Tensor:
         """PyTorch's default initialisation of nn.Linear (uniform +-1/sqrt(fan_in)), per run."""
@@ -144,23 +146,107 @@ class SpiralTask(Task):
             rows.append((torch.rand(count, size, generator=gen, dtype=torch.float64) * 2 - 1) * bound)
         return torch.cat(rows, dim=1).to(device=self.lo.device, dtype=self.dtype)
 
-    def describe(self) -> str:
-        hidden = [layer.out_features for layer in self.module.layers[:-1]]
-        return (f"spiral: FNN 2 -> {' -> '.join(map(str, hidden))} -> 2 ({self.n_params} parameters), "
-                f"{self.n_train} train / {len(self.labels_test)} test points, "
-                f"box +-{', +-'.join(f'{h:.4g}' for h in self.group_half_width.tolist())} per layer")
+    def network_text(self) -> str:
+        widths = [self.module.layers[0].in_features] + [layer.out_features for layer in self.module.layers]
+        return (f"FNN {' -> '.join(map(str, widths))} ({self.n_params} parameters), box "
+                f"+-{', +-'.join(f'{h:.4g}' for h in self.group_half_width.tolist())} per layer")
 
-    def plain_step_fn(self):
-        """For the benchmark: a one-walker nn.Module and a function computing its (x, y)."""
+    def plain_cvs(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """For the benchmark's plain loop: x, y of one nn.Module (differentiable when grad is on)."""
+        out = module(self.inputs_t.t())                        # (P, d_out)
+        x, y, _ = self._cvs_from_outputs(out.t().unsqueeze(0))
+        return x[0], y[0]
+
+
+class SpiralTask(NetworkTask):
+    """Spiral classification: x = ln cross-entropy on train; y = hard test accuracy (wlmc) or the
+    smoothed accuracy A_s = mean sigmoid(k (correct - largest wrong logit)) (wlmd: y must be
+    differentiable). Under wlmd the hard accuracy is recorded beside A_s."""
+
+    name = "spiral"
+
+    def __init__(self, cfg: Config, device: torch.device):
+        t = cfg.task
+        rng = np.random.default_rng(t.data_seed)
+        x_train, y_train = spiral_data(t.train_per_class, t.noise, rng)
+        x_test, y_test = spiral_data(t.test_per_class, t.noise, rng)
+        self.n_train = len(y_train)
+        self.labels_train = torch.tensor(y_train, device=device)
+        self.labels_test = torch.tensor(y_test, device=device)
+        self.smooth_k = t.accuracy_k if cfg.sampler.kind == "wlmd" else None
+        self.y_label = "A_smooth" if self.smooth_k else "A_test"
+        self.has_accuracy = self.smooth_k is not None
+        self._build(cfg, device, 2, 2, np.concatenate([x_train, x_test]))
+
+    def _cvs_from_outputs(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         n = self.n_train
-        inputs, lt, ls = self.inputs_t.t(), self.labels_train, self.labels_test
+        x = torch.log(cross_entropy(out[..., :n], self.labels_train))
+        test = out[..., n:]
+        if self.smooth_k is None:
+            return x, accuracy(test, self.labels_test), None
+        hard = accuracy(test.detach(), self.labels_test)
+        return x, smooth_accuracy(test, self.labels_test, self.smooth_k), hard
 
-        def cvs(module: FNN) -> tuple[float, float]:
-            out = module(inputs).detach()
-            x = torch.log(torch.nn.functional.cross_entropy(out[:n], lt))
-            y = (out[n:].argmax(dim=1) == ls).float().mean()
-            return float(x), float(y)
-        return self.module, cvs
+    def hard_test_accuracy(self, walkers: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.smooth_k is None:
+            return y                               # y is the hard test accuracy here
+        out = self.forward(walkers, self.inputs_t[:, self.n_train:])
+        return accuracy(out, self.labels_test)
+
+    def train_point_losses(self, walkers: torch.Tensor) -> torch.Tensor:
+        logits = self.forward(walkers, self.inputs_t[:, : self.n_train])
+        return cross_entropy_points(logits, self.labels_train)
+
+    def describe(self) -> str:
+        y = f"A_smooth (k = {self.smooth_k:g})" if self.smooth_k else "hard test accuracy"
+        return (f"spiral: {self.network_text()}; {self.n_train} train / {len(self.labels_test)} test points; "
+                f"y = {y}")
+
+
+def spiral_regression_data(points: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The spiral as a regression: r ~ U[1, 5] and arm s = +-1 at random, the point at angle
+    2r (+pi on the second arm) with Gaussian noise on the coordinates, target s r / 5 (the signed
+    position along the arms). Returns inputs (points, 2) and targets (points,)."""
+    r = rng.uniform(1.0, 5.0, points)
+    arm = rng.integers(0, 2, points)
+    angle = 2.0 * r + math.pi * arm
+    xy = np.stack([r * np.cos(angle), r * np.sin(angle)], axis=1) + noise * rng.standard_normal((points, 2))
+    return xy, np.where(arm == 0, 1.0, -1.0) * r / 5.0
+
+
+class SpiralRegressionTask(NetworkTask):
+    """Spiral regression (the width study of the reference): FNN 2 -> W -> W -> 1, mean squared
+    error; x = ln L_train, y = ln L_test, half of the points each."""
+
+    name = "spiral_regression"
+    y_label = "ln L_test"
+
+    def __init__(self, cfg: Config, device: torch.device):
+        t = cfg.task
+        inputs, targets = spiral_regression_data(t.points, t.noise, np.random.default_rng(t.data_seed))
+        self.n_train = t.points // 2
+        self._build(cfg, device, 2, 1, inputs)
+        self.targets = torch.tensor(targets, dtype=self.dtype, device=device)     # (P,)
+
+    def _squared_errors(self, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return (out[:, 0] - targets).square()                                       # (B, P)
+
+    def _cvs_from_outputs(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        n = self.n_train
+        se = self._squared_errors(out, self.targets)
+        return torch.log(se[:, :n].mean(dim=1)), torch.log(se[:, n:].mean(dim=1)), None
+
+    def train_point_losses(self, walkers: torch.Tensor) -> torch.Tensor:
+        out = self.forward(walkers, self.inputs_t[:, : self.n_train])
+        return self._squared_errors(out, self.targets[: self.n_train])
+
+    def y_of(self, walkers: torch.Tensor) -> torch.Tensor:
+        out = self.forward(walkers, self.inputs_t[:, self.n_train:])
+        return torch.log(self._squared_errors(out, self.targets[self.n_train:]).mean(dim=1))
+
+    def describe(self) -> str:
+        return (f"spiral_regression: {self.network_text()}; {self.n_train} train / "
+                f"{len(self.targets) - self.n_train} test points; MSE")
 
 
 class BoxQuadraticTask(Task):
@@ -194,6 +280,5 @@ class BoxQuadraticTask(Task):
 
 
 def make_task(cfg: Config, device: torch.device) -> Task:
-    if cfg.task.kind == "spiral":
-        return SpiralTask(cfg, device)
-    return BoxQuadraticTask(cfg, device)
+    kinds = {"spiral": SpiralTask, "spiral_regression": SpiralRegressionTask, "box_quadratic": BoxQuadraticTask}
+    return kinds[cfg.task.kind](cfg, device)

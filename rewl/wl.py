@@ -26,11 +26,18 @@ class Estimate:
     stage: int = 0          # completed reductions of ln f
     one_over_t: bool = False  # True once the 1/t schedule took over
     converged: bool = False
+    acc_sum: torch.Tensor | None = None  # (n_xw, n_y) sum of hard test accuracy over visits (wlmd
+                                         # with a smoothed accuracy as y); its mean is acc_sum / visits
 
     @classmethod
-    def zeros(cls, n_xw: int, n_y: int, ln_f: float, device: torch.device, walkers: int = 1) -> "Estimate":
+    def zeros(cls, n_xw: int, n_y: int, ln_f: float, device: torch.device, walkers: int = 1,
+              with_accuracy: bool = False) -> "Estimate":
         z = lambda: torch.zeros(n_xw, n_y, dtype=torch.float64, device=device)  # noqa: E731
-        return cls(z(), z(), z(), ln_f, walkers)
+        return cls(z(), z(), z(), ln_f, walkers, acc_sum=z() if with_accuracy else None)
+
+    def merged_arrays(self) -> tuple[str, ...]:
+        """Names of the arrays whose increments the ranks of a window sum."""
+        return ("ln_g", "hist", "visits") + (("acc_sum",) if self.acc_sum is not None else ())
 
 
 def bin_cvs(grid: Grid, x: torch.Tensor, y: torch.Tensor, x_lo: int, n_xw: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -65,6 +72,93 @@ def deposit(est: Estimate, ix: torch.Tensor, iy: torch.Tensor) -> None:
     est.ln_g.view(-1).index_add_(0, flat, ones * (est.ln_f / est.walkers))
 
 
+def gaussian_kernel(width_bins: float, dtype: torch.dtype = torch.float64, device: torch.device | None = None) -> torch.Tensor:
+    """Normalised Gaussian weights of standard deviation `width_bins` at integer offsets
+    -R..R, R = ceil(4 width): shape (2R + 1,), summing to 1."""
+    radius = math.ceil(4.0 * width_bins)
+    d = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+    k = torch.exp(-0.5 * (d / width_bins) ** 2)
+    return k / k.sum()
+
+
+def reflect(index: torch.Tensor, n: int) -> torch.Tensor:
+    """Fold integer bin indices (any shape) into [0, n) by mirroring at the edges -1/2 and n - 1/2."""
+    m = torch.remainder(index, 2 * n)
+    return torch.where(m >= n, 2 * n - 1 - m, m)
+
+
+def deposit_kernel(est: Estimate, ix: torch.Tensor, iy: torch.Tensor, inside: torch.Tensor, kernel: torch.Tensor,
+                   accuracy: torch.Tensor | None = None) -> None:
+    """Wang-Landau molecular dynamics update: ln g += (ln f / M) K(bin - walker bin) around each
+    walker inside the window, K = kernel (2R + 1,) in x times kernel in y; the histograms count
+    single bins. Walkers (B,) outside the window (in the soft walls) deposit nothing.
+
+    The kernel is mirrored at the window's x edges and the grid's y edges: a flat histogram then
+    raises every bin equally (the folded kernel is symmetric with unit row sums), where a cut kernel
+    would under-fill the edge bins and bias ln g there."""
+    if not bool(inside.any()):
+        return
+    ix, iy = ix[inside], iy[inside]
+    n_x, n_y = est.ln_g.shape
+    radius = (kernel.numel() - 1) // 2
+    offsets = torch.arange(-radius, radius + 1, device=ix.device)
+    kx = reflect(ix[:, None] + offsets, n_x)                    # (b, 2R + 1)
+    ky = reflect(iy[:, None] + offsets, n_y)
+    flat = (kx[:, :, None] * n_y + ky[:, None, :]).reshape(-1)  # (b (2R + 1)^2,)
+    weight = (kernel[:, None] * kernel[None, :]).mul(est.ln_f / est.walkers).reshape(-1).repeat(len(ix))
+    est.ln_g.view(-1).index_add_(0, flat, weight)
+    single = ix * n_y + iy
+    ones = torch.ones_like(single, dtype=torch.float64)
+    est.hist.view(-1).index_add_(0, single, ones)
+    est.visits.view(-1).index_add_(0, single, ones)
+    if accuracy is not None and est.acc_sum is not None:
+        est.acc_sum.view(-1).index_add_(0, single, accuracy[inside].double())
+
+
+def entropy_slopes(ln_g: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, x_width: float,
+                   y_width: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """dS/dx and dS/dy of the estimate at fractional bin coordinates fx, fy (B,) (bin k spans
+    [k, k + 1), its centre is k + 1/2): central differences of ln_g (n_x, n_y) at bin centres
+    (one-sided at the edges), interpolated bilinearly between centres; positions beyond the
+    outermost centres take the edge value. Returns two (B,) float64 tensors."""
+    n_x, n_y = ln_g.shape
+    cx = (fx.double() - 0.5).clamp(0, n_x - 1)
+    cy = (fy.double() - 0.5).clamp(0, n_y - 1)
+    i0 = cx.floor().long().clamp(max=max(n_x - 2, 0))
+    j0 = cy.floor().long().clamp(max=max(n_y - 2, 0))
+    tx, ty = cx - i0, cy - j0
+    # the four surrounding centres at once, (B, 4): (i0, j0), (i1, j0), (i0, j1), (i1, j1)
+    i = torch.stack([i0, i0 + 1, i0, i0 + 1], dim=1).clamp_(max=n_x - 1)
+    j = torch.stack([j0, j0, j0 + 1, j0 + 1], dim=1).clamp_(max=n_y - 1)
+    weight = torch.stack([(1 - tx) * (1 - ty), tx * (1 - ty), (1 - tx) * ty, tx * ty], dim=1)
+    flat = ln_g.reshape(-1)
+
+    def central(up: torch.Tensor, down: torch.Tensor, at_up, at_down, width: float) -> torch.Tensor:
+        return (flat[at_up] - flat[at_down]) / ((up - down).clamp(min=1) * width)
+
+    up_i, down_i = (i + 1).clamp(max=n_x - 1), (i - 1).clamp(min=0)
+    up_j, down_j = (j + 1).clamp(max=n_y - 1), (j - 1).clamp(min=0)
+    d_dx = central(up_i, down_i, up_i * n_y + j, down_i * n_y + j, x_width)
+    d_dy = central(up_j, down_j, i * n_y + up_j, i * n_y + down_j, y_width)
+    return (weight * d_dx).sum(dim=1), (weight * d_dy).sum(dim=1)
+
+
+def wall_slope(values: torch.Tensor, lo: float, hi: float, strength: float) -> torch.Tensor:
+    """Derivative of the soft walls c (lo - v)^2 below lo and c (v - hi)^2 above hi: (B,)."""
+    return 2.0 * strength * (torch.relu(values - hi) - torch.relu(lo - values))
+
+
+def ramp_ln_f(cfg: ScheduleConfig, step: int) -> float:
+    """The ramp-plateau-1/t factor at `step`: linear rise to ln_f_initial over ramp_steps, constant
+    up to plateau_end, then ln_f_initial * decay_time / (step - plateau_end + decay_time)."""
+    top = cfg.ln_f_initial
+    if step < cfg.ramp_steps:
+        return top * step / cfg.ramp_steps
+    if step <= cfg.plateau_end:
+        return top
+    return top * cfg.decay_time / (step - cfg.plateau_end + cfg.decay_time)
+
+
 def established_bins(visits: torch.Tensor, min_fraction: float) -> torch.Tensor:
     """Bins visited at least `min_fraction` x the mean visits of visited bins over the run (bool).
 
@@ -92,7 +186,7 @@ def flatness(hist: torch.Tensor, visits: torch.Tensor, min_fraction: float) -> f
     return float(h.min()) / mean if mean > 0 else 0.0
 
 
-def advance_schedule(est: Estimate, cfg: ScheduleConfig, flat: float, steps_per_bin: float) -> bool:
+def advance_schedule(est: Estimate, cfg: ScheduleConfig, flat: float, steps_per_bin: float, step: int = 0) -> bool:
     """Apply the ln f schedule after a flatness check; returns True when the histogram was reset.
 
     halving: ln f /= 2 whenever min H >= threshold * mean H over the visited bins.
@@ -100,12 +194,15 @@ def advance_schedule(est: Estimate, cfg: ScheduleConfig, flat: float, steps_per_
     stage (min H > 0; their criterion, which rare fringe bins of a 2-D grid cannot stall), until
     ln f < 1/t; then ln f = 1/t with t = steps per visited bin of one walker, so the error keeps falling
     as t^-1/2 instead of saturating.
+    ramp: ln f follows ``ramp_ln_f`` of the step; the histogram is never reset.
     A window converges once ln f <= ln_f_final; its estimate is then frozen.
     """
     if est.converged:
         return False
     reset = False
-    if est.one_over_t:
+    if cfg.kind == "ramp":
+        pass                # a function of the step, set by the driver before every step
+    elif est.one_over_t:
         est.ln_f = min(est.ln_f, 1.0 / steps_per_bin)
     elif (flat > 0) if cfg.kind == "1/t" else (flat >= cfg.flatness):
         before = est.ln_f
@@ -117,14 +214,17 @@ def advance_schedule(est: Estimate, cfg: ScheduleConfig, flat: float, steps_per_
             est.ln_f = min(before, 1.0 / steps_per_bin)   # ln f never grows
     if reset:
         est.hist.zero_()
-    if est.ln_f <= cfg.ln_f_final:
+    decaying = cfg.kind != "ramp" or step > cfg.plateau_end   # the ramp starts at ln f = 0
+    if decaying and est.ln_f <= cfg.ln_f_final:
         est.converged = True
     return reset
 
 
-def schedule_progress(ln_f: float, converged: bool, cfg: ScheduleConfig) -> float:
+def schedule_progress(ln_f: float, converged: bool, cfg: ScheduleConfig, step: int = 0) -> float:
     """Fraction of the way from ln_f_initial to ln_f_final on a log scale, in [0, 1]."""
     if converged:
         return 1.0
+    if cfg.kind == "ramp" and step <= cfg.plateau_end:
+        return 0.0
     span = math.log(cfg.ln_f_initial / cfg.ln_f_final)
     return min(1.0, max(0.0, math.log(cfg.ln_f_initial / ln_f) / span))

@@ -7,7 +7,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from rewl.storage import Checkpoint, RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -88,3 +91,29 @@ def spiral_deck(tmp_path: Path):
         path.write_text(textwrap.dedent(SPIRAL_DECK.format(**values)))
         return path
     return make
+
+
+def assert_same_run(a: RunStore, b: RunStore, ranks: int, steps: int) -> None:
+    """Two finished runs are equal bit for bit: run files and every field of every rank's last
+    checkpoint (wall-clock times excepted)."""
+    ra, rb = a.read_run(), b.read_run()
+    assert ra.status == rb.status == "budget-exhausted" and ra.steps == rb.steps == steps
+    for wa, wb in zip(ra.windows, rb.windows):
+        for name in ("ln_g", "hist", "visits", "accuracy_sum"):
+            np.testing.assert_array_equal(getattr(wa, name), getattr(wb, name))
+        assert (wa.ln_f, wa.stage, wa.converged, wa.flatness) == (wb.ln_f, wb.stage, wb.converged, wb.flatness)
+    for name in ("move_attempted", "move_accepted", "swap_attempted", "swap_accepted",
+                 "history_step", "history_ln_f", "history_flatness"):
+        np.testing.assert_array_equal(getattr(ra, name), getattr(rb, name))
+    step = a.latest_step()
+    assert step == b.latest_step() == steps
+    for rank in range(ranks):
+        ca, cb = a.read_checkpoint(step, rank), b.read_checkpoint(step, rank)
+        for field in Checkpoint.__dataclass_fields__:
+            if field in ("elapsed_seconds", "init_seconds"):
+                continue
+            va, vb = getattr(ca, field), getattr(cb, field)
+            if isinstance(va, np.ndarray):
+                np.testing.assert_array_equal(va, vb, err_msg=field)
+            else:
+                assert va == vb, field

@@ -8,7 +8,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from analysis.landscape import AnalysisError, Landscape, equilibrium, join_windows, sgd_curve
+from analysis.landscape import AnalysisError, Landscape, equilibrium, equilibrium_accuracy, join_windows, sgd_curve
 from conftest import run_rewl
 from rewl.grid import window_bins
 from rewl.storage import BaselineRecord, RunRecord, WindowRecord
@@ -175,3 +175,23 @@ def test_bad_arguments_get_clear_errors(spiral_deck, tmp_path):
     assert proc.returncode == 2 and "not a rewl SGD baseline" in proc.stderr
     proc = run_analysis(["compare", "nolabel", "-o", str(tmp_path / "c")])
     assert proc.returncode == 2 and "LABEL=RUN" in proc.stderr
+
+
+def test_equilibrium_hard_accuracy_is_the_entropy_weighted_bin_mean():
+    """Runs whose y is a smoothed accuracy carry the mean hard accuracy of each bin; its equilibrium
+    average over y at fixed x weights the bins by e^S, across joined windows."""
+    truth = _truth()
+    bins = window_bins(40, 3, 0.75)
+    rec = synthetic_run(truth, bins, offsets=[0.0, 4.0, -9.0], noise=0.0)
+    n_x, n_y = truth.shape
+    hard = np.linspace(0.2, 0.9, n_y)[None, :] + 0.05 * np.sin(np.arange(n_x))[:, None]    # (n_x, n_y)
+    for w in rec.windows:
+        lo, hi = w.x_bins
+        w.accuracy_sum = w.visits * hard[lo:hi]
+    land = join_windows(rec)
+    np.testing.assert_allclose(land.accuracy, hard, rtol=1e-12)
+    weights = np.exp(truth - truth.max(axis=1, keepdims=True))
+    expected = (weights * hard).sum(axis=1) / weights.sum(axis=1)
+    np.testing.assert_allclose(equilibrium_accuracy(land), expected, rtol=1e-9)
+    rec.windows[0].accuracy_sum = None          # a run without it: no hard-accuracy curve
+    assert join_windows(rec).accuracy is None and equilibrium_accuracy(join_windows(rec)) is None

@@ -1,14 +1,17 @@
 """The bench command runs and reports both rates and their ratio (timings are not asserted)."""
 import re
 
+import pytest
+
 from conftest import ROOT, run_rewl
 
 
-def test_bench_reports_batched_and_plain_rates():
-    proc = run_rewl(["bench", str(ROOT / "inputs" / "quick.toml"), "--seconds", "0.3", "--walkers", "64"], timeout=300)
+@pytest.mark.parametrize("deck,sampler", [("quick.toml", "wlmc"), ("spiral_md.toml", "wlmd")])
+def test_bench_reports_batched_and_plain_rates(deck, sampler):
+    proc = run_rewl(["bench", str(ROOT / "inputs" / deck), "--seconds", "0.3", "--walkers", "64"], timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert re.search(r"batched wlmc\s+64 walkers:\s+[\d,]+ walker-steps/s", proc.stdout), proc.stdout
-    assert re.search(r"plain loop\s+1 walker :\s+[\d,]+ walker-steps/s", proc.stdout), proc.stdout
+    assert re.search(rf"batched {sampler}\s+64 walkers:\s+[\d,.]+ walker-steps/s", proc.stdout), proc.stdout
+    assert re.search(r"plain loop\s+1 walker :\s+[\d,.]+ walker-steps/s", proc.stdout), proc.stdout
     assert re.search(r"ratio batched / plain: \d+x", proc.stdout), proc.stdout
 
 

@@ -17,6 +17,8 @@ width = 0.1
 count = 2
 """
 
+MD = "[sampler]\nkind = 'wlmd'\n"
+
 BAD = [
     # (description, deck text, words the message must contain)
     ("unknown key with suggestion", GOOD + "[sampler]\nwalkers_per_rnak = 4\n", ["[sampler] walkers_per_rnak", "walkers_per_rank"]),
@@ -27,7 +29,7 @@ BAD = [
     ("overlap out of range", GOOD.replace("count = 2", "count = 2\noverlap = 1.5"), ["[windows] overlap"]),
     ("flatness out of range", GOOD + "[schedule]\nflatness = 1.2\n", ["[schedule] flatness"]),
     ("ln f final above initial", GOOD + "[schedule]\nln_f_final = 2.0\n", ["[schedule] ln_f_final", "ln_f_initial"]),
-    ("unknown schedule", GOOD + "[schedule]\nkind = 'quarter'\n", ["[schedule] kind", "1/t"]),
+    ("unknown schedule", GOOD + "[schedule]\nkind = 'quarter'\n", ["[schedule] kind", "1/t", "ramp"]),
     ("grid max below min", GOOD.replace("max = 2.0", "max = -3.0"), ["[grid.x] max", "> min"]),
     ("grid width not whole bins", GOOD.replace("width = 0.1", "width = 0.3"), ["[grid.x] width", "whole number"]),
     ("missing grid", '[task]\nkind = "spiral"\n', ["[grid]", "required"]),
@@ -43,6 +45,23 @@ BAD = [
      'width=0.1\n[grid.y]\nmin=-1.0\nmax=0.0\nwidth=0.1\n', ["[model]", "box_quadratic"]),
     ("toml syntax", "[task\nkind = 1", ["(syntax)", "TOML"]),
     ("nan value", GOOD + "[init]\nlearning_rate = nan\n", ["[init] learning_rate", "finite"]),
+    # wlmd keys
+    ("dt zero", GOOD + MD + "dt = 0.0\n", ["[sampler] dt", "> 0"]),
+    ("dt negative", GOOD + MD + "dt = -1e-3\n", ["[sampler] dt", "> 0"]),
+    ("gamma zero", GOOD + MD + "gamma = 0.0\n", ["[sampler] gamma", "(0, 1]"]),
+    ("gamma above one", GOOD + MD + "gamma = 1.5\n", ["[sampler] gamma", "(0, 1]"]),
+    ("kernel width zero", GOOD + MD + "kernel_width = 0\n", ["[sampler] kernel_width", "> 0"]),
+    ("wall strength negative", GOOD + MD + "wall_strength = -3.0\n", ["[sampler] wall_strength", "> 0"]),
+    ("unknown integrator", GOOD + MD + "integrator = 'verlet'\n", ["[sampler] integrator", "baoab"]),
+    ("unknown sampler", GOOD + "[sampler]\nkind = 'hmc'\n", ["[sampler] kind", "wlmd"]),
+    ("wlmc key under wlmd", GOOD + MD + "sigma_initial = 0.1\n", ["[sampler] sigma_initial", "'wlmc'"]),
+    ("wlmd key under wlmc", GOOD + "[sampler]\ndt = 0.1\n", ["[sampler] dt", "'wlmd'"]),
+    ("ramp key without ramp", GOOD + "[schedule]\nramp_steps = 10\n", ["[schedule] ramp_steps", "'ramp'"]),
+    ("plateau before ramp end", GOOD + "[schedule]\nkind = 'ramp'\nramp_steps = 100\nplateau_end = 50\n",
+     ["[schedule] plateau_end", "ramp_steps"]),
+    ("decay time zero", GOOD + "[schedule]\nkind = 'ramp'\ndecay_time = 0\n", ["[schedule] decay_time", "> 0"]),
+    ("regression batch too big", '[task]\nkind = "spiral_regression"\npoints = 40\n[grid.x]\nmin=-1.0\nmax=0.0\n'
+     'width=0.1\n[grid.y]\nmin=-1.0\nmax=0.0\nwidth=0.1\n[baseline]\nbatch_size = 30\n', ["[baseline] batch_size", "20"]),
 ]
 
 

@@ -7,14 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from rewl.config import ScheduleConfig, parse
+from conftest import ROOT
+from rewl.config import ScheduleConfig, load, parse
 from rewl.exchange import swap_log_ratio
 from rewl.grid import Axis, Grid, window_bins
 from rewl.models import FNN, MLPForward, VmapForward, n_params, param_layout
-from rewl.moves import MoveSizes, Walkers, drive_into_window, wlmc_step
-from rewl.observables import accuracy, cross_entropy
+from rewl.moves import (Langevin, MDCounters, MoveSizes, Walkers, drive_into_window, reflect_at_box, thermal_velocities,
+                        wlmc_step, wlmd_step)
+from rewl.observables import accuracy, cross_entropy, smooth_accuracy
 from rewl.tasks import make_task, spiral_data
-from rewl.wl import Estimate, advance_schedule, bin_cvs, deposit, established_bins, flatness, wl_accept
+from rewl.wl import (Estimate, advance_schedule, bin_cvs, deposit, deposit_kernel, entropy_slopes, established_bins,
+                     flatness, gaussian_kernel, ramp_ln_f, reflect, wall_slope, wl_accept)
 
 SPIRAL = '[task]\nkind = "spiral"\n[grid.x]\nmin = -2.0\nmax = 2.0\nwidth = 0.1\n[windows]\ncount = 2\n'
 BOX = ('[task]\nkind = "box_quadratic"\nn = 3\nm = 1\n[grid.x]\nmin = -4.0\nmax = 0.0\nwidth = 0.25\n'
@@ -169,11 +172,36 @@ def test_spiral_task_cvs_match_plain_module():
     walkers = task.sample_uniform(4, torch.Generator().manual_seed(0))
     assert bool(((walkers >= task.lo) & (walkers <= task.hi)).all())
     x, y = task.cvs(walkers)
-    module, cvs = task.plain_step_fn()
+    module, n = task.module, task.n_train
+    inputs = task.inputs_t.t()
     for b in range(4):
         torch.nn.utils.vector_to_parameters(walkers[b], module.parameters())
-        px, py = cvs(module)
+        with torch.no_grad():
+            out = module(inputs)
+            px = math.log(float(torch.nn.functional.cross_entropy(out[:n], task.labels_train)))
+            py = float((out[n:].argmax(dim=1) == task.labels_test).float().mean())
+            assert [float(v) for v in task.plain_cvs(module)] == pytest.approx([px, py], abs=1e-5)
         assert float(x[b]) == pytest.approx(px, abs=1e-5) and float(y[b]) == pytest.approx(py)
+
+
+@pytest.mark.parametrize("width", [30, 100, 300, 1000])
+def test_spiral_regression_decks_and_mse(width):
+    cfg = load(ROOT / "inputs" / f"spiral_regression_w{width}.toml")
+    task = make_task(cfg, torch.device("cpu"))
+    # 2 -> W -> W -> 1: 3W + (W^2 + W) + (W + 1) parameters; W = 1000 gives 1,005,001 (about 1.0M)
+    assert task.n_params == width * width + 5 * width + 1
+    assert cfg.sampler.kind == "wlmd" and (task.x_label, task.y_label) == ("ln L_train", "ln L_test")
+    assert task.n_train == 250 and task.targets.shape == (500,)
+    walkers = task.sample_uniform(2, torch.Generator().manual_seed(0))
+    x, y = task.cvs(walkers)
+    inputs = task.inputs_t.t()
+    for b in range(2):
+        torch.nn.utils.vector_to_parameters(walkers[b], task.module.parameters())
+        with torch.no_grad():
+            out = task.module(inputs)[:, 0]
+        mse = torch.nn.functional.mse_loss
+        assert float(x[b]) == pytest.approx(math.log(float(mse(out[:250], task.targets[:250]))), abs=1e-4)
+        assert float(y[b]) == pytest.approx(math.log(float(mse(out[250:], task.targets[250:]))), abs=1e-4)
 
 
 def test_move_sizes_adapt_toward_target():
@@ -225,3 +253,131 @@ def test_compiled_cvs_match_eager():
         (x0, y0), (x1, y1) = eager.cvs(walkers), compiled.cvs(walkers)
     torch.testing.assert_close(x1, x0, rtol=1e-5, atol=1e-5)
     assert float((y1 - y0).abs().max()) <= 0.01 + 1e-6     # at most a tie-breaking point flips
+
+
+# -- Wang-Landau molecular dynamics ----------------------------------------------------------------
+
+def test_gaussian_kernel_is_normalised_and_cut_at_four_sigma():
+    k = gaussian_kernel(2.0)
+    assert k.numel() == 2 * 8 + 1 and float(k.sum()) == pytest.approx(1.0)
+    assert float(k[8]) == pytest.approx(float(k.max())) and torch.equal(k, k.flip(0))
+    assert float(k[0] / k[8]) == pytest.approx(math.exp(-8.0))       # 4 sigma
+
+
+def test_reflect_folds_indices_into_the_range():
+    assert reflect(torch.arange(-4, 9), 4).tolist() == [3, 2, 1, 0, 0, 1, 2, 3, 3, 2, 1, 0, 0]
+
+
+def test_kernel_deposit_of_a_flat_histogram_raises_every_bin_equally():
+    # one walker in every bin: the mirrored kernel adds ln f / M to every bin, edges included
+    est = Estimate.zeros(5, 7, 0.7, torch.device("cpu"), walkers=35)
+    ix, iy = torch.meshgrid(torch.arange(5), torch.arange(7), indexing="ij")
+    inside = torch.ones(35, dtype=torch.bool)
+    deposit_kernel(est, ix.reshape(-1), iy.reshape(-1), inside, gaussian_kernel(1.5))
+    np.testing.assert_allclose(est.ln_g.numpy(), 0.7 / 35, rtol=1e-12)
+    assert est.hist.sum() == 35 and est.hist.max() == 1
+
+
+def test_kernel_deposit_skips_outside_walkers_and_records_accuracy():
+    est = Estimate.zeros(4, 4, 1.0, torch.device("cpu"), walkers=2, with_accuracy=True)
+    deposit_kernel(est, torch.tensor([1, 3]), torch.tensor([2, 0]), torch.tensor([True, False]),
+                   gaussian_kernel(0.5), accuracy=torch.tensor([0.75, 0.25]))
+    assert float(est.ln_g.sum()) == pytest.approx(0.5)        # one walker, ln f / M = 0.5
+    assert est.hist.tolist()[1][2] == 1 and est.hist.sum() == 1
+    assert est.acc_sum[1, 2] == 0.75 and est.acc_sum.sum() == 0.75
+
+
+def test_entropy_slopes_of_a_linear_estimate_are_exact_everywhere():
+    ix, iy = torch.meshgrid(torch.arange(6.0), torch.arange(9.0), indexing="ij")
+    ln_g = (2.0 * ix * 0.1 - 3.0 * iy * 0.25).double()       # S = 2 x - 3 y with widths 0.1, 0.25
+    fx = torch.tensor([0.0, 0.7, 3.2, 5.99, 6.5])
+    fy = torch.tensor([8.9, 0.2, 4.5, 1.0, -0.3])
+    sx, sy = entropy_slopes(ln_g, fx, fy, 0.1, 0.25)
+    np.testing.assert_allclose(sx.numpy(), 2.0, rtol=1e-6)
+    np.testing.assert_allclose(sy.numpy(), -3.0, rtol=1e-6)
+
+
+def test_wall_slope_and_ramp_schedule():
+    v = torch.tensor([-2.0, 0.0, 1.5, 3.0])
+    assert wall_slope(v, -1.0, 2.0, 10.0).tolist() == [-20.0, 0.0, 0.0, 20.0]
+    cfg = ScheduleConfig(kind="ramp", ln_f_initial=3.0, ramp_steps=200, plateau_end=1000, decay_time=400)
+    assert [ramp_ln_f(cfg, t) for t in (0, 100, 200, 1000)] == [0.0, 1.5, 3.0, 3.0]
+    assert ramp_ln_f(cfg, 1400) == pytest.approx(3.0 * 400 / 800)
+    est = Estimate.zeros(1, 1, 1e-9, torch.device("cpu"))
+    advance_schedule(est, ScheduleConfig(kind="ramp", ln_f_final=1e-6, plateau_end=10), 0.0, 1.0, step=5)
+    assert not est.converged                                  # during the ramp ln f starts at 0
+    advance_schedule(est, ScheduleConfig(kind="ramp", ln_f_final=1e-6, plateau_end=10), 0.0, 1.0, step=11)
+    assert est.converged
+
+
+def test_smooth_accuracy_tends_to_the_hard_accuracy():
+    logits = torch.randn(3, 4, 50, generator=torch.Generator().manual_seed(0))
+    labels = torch.randint(0, 4, (50,), generator=torch.Generator().manual_seed(1))
+    hard = accuracy(logits, labels)
+    torch.testing.assert_close(smooth_accuracy(logits, labels, 1e4), hard, atol=1e-3, rtol=0)
+    two = logits[:, :2]
+    lab2 = labels % 2
+    torch.testing.assert_close(smooth_accuracy(two, lab2, 1e4), accuracy(two, lab2), atol=1e-3, rtol=0)
+    assert ((smooth_accuracy(logits, labels, 1.0) > 0) & (smooth_accuracy(logits, labels, 1.0) < 1)).all()
+
+
+def test_batched_md_gradients_are_per_walker_gradients():
+    cfg = parse(SPIRAL.replace('kind = "spiral"', 'kind = "spiral"\n[sampler]\nkind = "wlmd"', 1))
+    task = make_task(cfg, torch.device("cpu"))
+    w = task.sample_uniform(5, torch.Generator().manual_seed(2)).requires_grad_(True)
+    x, y, hard = task.md_cvs(w)
+    grad, = torch.autograd.grad((0.3 * x).sum() + (-1.7 * y).sum(), w)
+    for b in range(5):
+        one = w[b:b + 1].detach().requires_grad_(True)
+        xb, yb, _ = task.md_cvs(one)
+        g1, = torch.autograd.grad(0.3 * xb.sum() - 1.7 * yb.sum(), one)
+        torch.testing.assert_close(grad[b], g1[0], rtol=1e-5, atol=1e-6)
+    assert hard.shape == (5,) and task.y_label == "A_smooth"
+
+
+@pytest.mark.parametrize("integrator,expected", [("baoab", 0.0), ("reference", 1 - 1 / 1.5)])
+def test_md_with_the_exact_entropy_gives_a_flat_histogram(integrator, expected):
+    """ln g fixed to the exact S of box_quadratic: visits must be flat in (x, y). The reference
+    scheme at gamma = 0.5 samples at T = 1 + gamma / (2 (1 - gamma)) = 1.5, so ln H rises with slope
+    1 - 1/T along x and y (S has slope 1 in both); BAOAB has none."""
+    from exact import box_entropy
+    deck = BOX.replace("n = 3\nm = 1", "n = 4\nm = 2").replace("[grid.x]", f'[sampler]\nkind = "wlmd"\ndt = 0.01\n'
+                                                                   f'gamma = 0.5\nwall_strength = 20.0\nintegrator = "{integrator}"\n[grid.x]')
+    deck = deck.replace("min = -4.0\nmax = 0.6\nwidth = 0.2", "min = -3.0\nmax = 0.0\nwidth = 0.25")
+    deck = deck.replace("min = -4.0\nmax = 0.0\nwidth = 0.25", "min = -3.0\nmax = 0.0\nwidth = 0.25")
+    cfg = parse(deck)
+    task, grid = make_task(cfg, torch.device("cpu")), Grid.from_config(cfg.grid)
+    gen = torch.Generator().manual_seed(4)
+    params = task.sample_uniform(2000, gen)
+    x, y = task.cvs(params)
+    params = params[(x > -3) & (x < 0) & (y > -3) & (y < 0)][:256].clone()
+    walkers, _ = Walkers.at(task, params, grid, 0, grid.x.bins)
+    walkers.velocities = thermal_velocities(params, gen)
+    est = Estimate.zeros(grid.x.bins, grid.y.bins, 1.0, torch.device("cpu"))
+    est.ln_g[:] = torch.as_tensor(box_entropy(grid.x.edges, grid.y.edges, 4, 2, 1.0))
+    md = Langevin.from_config(cfg.sampler, grid, 0, grid.x.bins, torch.device("cpu"))
+    counters = MDCounters.zeros(torch.device("cpu"))
+    hist = torch.zeros_like(est.ln_g)
+    for step in range(8000):
+        wlmd_step(task, grid, walkers, est, md, counters, 0, gen, update=False)
+        if step >= 2000:
+            hist.view(-1).index_add_(0, walkers.ix * grid.y.bins + walkers.iy,
+                                     bin_cvs(grid, walkers.x, walkers.y, 0, grid.x.bins)[2].double())
+    ln_h = torch.log(hist / hist.mean()).numpy()
+    cx, cy = np.meshgrid(grid.x.centers, grid.y.centers, indexing="ij")
+    design = np.stack([cx.ravel(), cy.ravel(), np.ones(cx.size)], axis=1)
+    slope_x, slope_y, _ = np.linalg.lstsq(design, ln_h.ravel(), rcond=None)[0]
+    print(f"{integrator}: ln H slopes {slope_x:.3f} {slope_y:.3f}, expected {expected:.3f}")
+    assert abs(slope_x - expected) < 0.05 and abs(slope_y - expected) < 0.05
+
+
+def test_reflect_at_box_mirrors_positions_and_reverses_velocities():
+    lo, hi = torch.tensor([-1.0, -1.0, 0.0]), torch.tensor([1.0, 1.0, 0.5])
+    params = torch.tensor([[1.25, -0.5, 0.7], [-1.5, 0.2, -0.1], [5.0, 0.0, 0.25]])
+    v = torch.ones(3, 3)
+    reflect_at_box(params, v, lo, hi)
+    torch.testing.assert_close(params, torch.tensor([[0.75, -0.5, 0.3], [-0.5, 0.2, 0.1], [-1.0, 0.0, 0.25]]))
+    assert v.tolist() == [[-1, 1, -1], [-1, 1, -1], [-1, 1, 1]]
+    untouched = params.clone()
+    reflect_at_box(params, v, lo, hi)
+    assert torch.equal(params, untouched) and v.tolist() == [[-1, 1, -1], [-1, 1, -1], [-1, 1, 1]]

@@ -5,11 +5,10 @@ import signal
 import subprocess
 import time
 
-import numpy as np
 import pytest
 
-from conftest import ROOT, env, rewl_cmd, run_rewl
-from rewl.storage import Checkpoint, RunStore
+from conftest import ROOT, assert_same_run, env, rewl_cmd, run_rewl
+from rewl.storage import RunStore
 
 STEPS = 30_000
 
@@ -32,30 +31,6 @@ def _wait_for_checkpoint_after_start(store: RunStore, proc: subprocess.Popen, ti
             pass
         time.sleep(0.2)
     raise AssertionError("no checkpoint appeared")
-
-
-def _assert_same_run(a: RunStore, b: RunStore, ranks: int) -> None:
-    ra, rb = a.read_run(), b.read_run()
-    assert ra.status == rb.status == "budget-exhausted" and ra.steps == rb.steps == STEPS
-    for wa, wb in zip(ra.windows, rb.windows):
-        for name in ("ln_g", "hist", "visits"):
-            np.testing.assert_array_equal(getattr(wa, name), getattr(wb, name))
-        assert (wa.ln_f, wa.stage, wa.converged, wa.flatness) == (wb.ln_f, wb.stage, wb.converged, wb.flatness)
-    for name in ("move_attempted", "move_accepted", "swap_attempted", "swap_accepted",
-                 "history_step", "history_ln_f", "history_flatness"):
-        np.testing.assert_array_equal(getattr(ra, name), getattr(rb, name))
-    step = a.latest_step()
-    assert step == b.latest_step() == STEPS
-    for rank in range(ranks):
-        ca, cb = a.read_checkpoint(step, rank), b.read_checkpoint(step, rank)
-        for field in Checkpoint.__dataclass_fields__:
-            if field in ("elapsed_seconds", "init_seconds"):
-                continue
-            va, vb = getattr(ca, field), getattr(cb, field)
-            if isinstance(va, np.ndarray):
-                np.testing.assert_array_equal(va, vb, err_msg=field)
-            else:
-                assert va == vb, field
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM])
@@ -81,7 +56,7 @@ def test_sigterm_then_resume_is_bit_identical(spiral_deck, tmp_path, sig):
     proc = run_rewl(["run", str(stopped), "--resume"], ranks=ranks, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "resuming" in proc.stdout
-    _assert_same_run(RunStore(tmp_path / "straight"), store, ranks)
+    assert_same_run(RunStore(tmp_path / "straight"), store, ranks, STEPS)
 
 
 def test_resume_refuses_a_changed_deck(spiral_deck, tmp_path):
