@@ -10,11 +10,10 @@ import math
 
 import numpy as np
 import torch
+from torch import nn
 
 from .config import Config
 from .models import FNN, batched_forward, n_params, param_layout
-from torch import nn
-
 from .observables import accuracy, cross_entropy, cross_entropy_points, ln_sum_squares, smooth_accuracy
 
 
