@@ -64,12 +64,18 @@ def deposit(est: Estimate, ix: torch.Tensor, iy: torch.Tensor) -> None:
     M = est.walkers: multiple-walker Wang-Landau averages the walkers' ln g after each step, so one
     step of all M walkers raises ln g by ln f in total, as one walker would. Adding the full ln f
     per walker overshoots: hundreds of walkers starting in one bin bury it for a long time."""
-    n_y = est.ln_g.shape[1]
-    flat = ix * n_y + iy
+    flat = ix * est.ln_g.shape[1] + iy
     ones = torch.ones_like(flat, dtype=torch.float64)
-    est.hist.view(-1).index_add_(0, flat, ones)
-    est.visits.view(-1).index_add_(0, flat, ones)
+    _count_visits(est, flat, ones)
     est.ln_g.view(-1).index_add_(0, flat, ones * (est.ln_f / est.walkers))
+
+
+def _count_visits(est: Estimate, flat: torch.Tensor, counts: torch.Tensor, accuracy: torch.Tensor | None = None) -> None:
+    """hist and visits += counts (B,) at the flat bins (B,); acc_sum += counts x accuracy (B,)."""
+    est.hist.view(-1).index_add_(0, flat, counts)
+    est.visits.view(-1).index_add_(0, flat, counts)
+    if accuracy is not None and est.acc_sum is not None:
+        est.acc_sum.view(-1).index_add_(0, flat, counts * accuracy.double())
 
 
 def gaussian_kernel(width_bins: float, dtype: torch.dtype = torch.float64, device: torch.device | None = None) -> torch.Tensor:
@@ -95,24 +101,19 @@ def deposit_kernel(est: Estimate, ix: torch.Tensor, iy: torch.Tensor, inside: to
 
     The kernel is mirrored at the window's x edges and the grid's y edges: a flat histogram then
     raises every bin equally (the folded kernel is symmetric with unit row sums), where a cut kernel
-    would under-fill the edge bins and bias ln g there."""
-    if not bool(inside.any()):
-        return
-    ix, iy = ix[inside], iy[inside]
+    would under-fill the edge bins and bias ln g there.
+    Outside walkers are weighted by 0 rather than filtered out: no data-dependent shapes, so no
+    device synchronisation per step."""
     n_x, n_y = est.ln_g.shape
     radius = (kernel.numel() - 1) // 2
     offsets = torch.arange(-radius, radius + 1, device=ix.device)
-    kx = reflect(ix[:, None] + offsets, n_x)                    # (b, 2R + 1)
+    kx = reflect(ix[:, None] + offsets, n_x)                    # (B, 2R + 1)
     ky = reflect(iy[:, None] + offsets, n_y)
-    flat = (kx[:, :, None] * n_y + ky[:, None, :]).reshape(-1)  # (b (2R + 1)^2,)
-    weight = (kernel[:, None] * kernel[None, :]).mul(est.ln_f / est.walkers).reshape(-1).repeat(len(ix))
-    est.ln_g.view(-1).index_add_(0, flat, weight)
-    single = ix * n_y + iy
-    ones = torch.ones_like(single, dtype=torch.float64)
-    est.hist.view(-1).index_add_(0, single, ones)
-    est.visits.view(-1).index_add_(0, single, ones)
-    if accuracy is not None and est.acc_sum is not None:
-        est.acc_sum.view(-1).index_add_(0, single, accuracy[inside].double())
+    flat = (kx[:, :, None] * n_y + ky[:, None, :]).reshape(-1)  # (B (2R + 1)^2,)
+    counts = inside.to(torch.float64)                           # (B,) 1 inside, 0 in the walls
+    weight = (kernel[:, None] * kernel[None, :]).mul(est.ln_f / est.walkers)
+    est.ln_g.view(-1).index_add_(0, flat, (counts[:, None, None] * weight).reshape(-1))
+    _count_visits(est, ix * n_y + iy, counts, accuracy)
 
 
 def entropy_slopes(ln_g: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, x_width: float,
