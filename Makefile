@@ -1,13 +1,14 @@
 # The two commands of the README:
 #   make demo   - create the environment if needed, run the demo deck on 4 MPI ranks, train the SGD
 #                 baselines, draw the landscape and print equilibrium vs SGD at the SGD endpoint
-#   make test   - create the environment if needed, run the whole test suite
+#   make test   - create the environment if needed, lint, run the whole test suite
+#   make test-fast - the in-process tests only (no subprocesses, nothing slow): under a minute
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean-runs
+.PHONY: demo test test-fast lint bench clean-runs
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +24,14 @@ demo: $(STAMP)
 	# accepts a residual of 2 where production analyses keep the default 0.5
 	$(PY) -m analysis landscape runs/quick --sgd runs/quick/baseline.h5 -o runs/quick/landscape --max-residual 2
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not mpi and not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
 	$(PY) -m rewl bench inputs/quick.toml --walkers 512

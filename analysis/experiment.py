@@ -7,9 +7,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .landscape import (AnalysisError, Curve, Endpoint, Landscape, check_same_grid, equilibrium_accuracy,
-                        equilibrium_over_runs, join_windows, read_baseline, read_run, sample_curve, sgd_curve,
-                        sgd_endpoint)
+from .landscape import (
+    AnalysisError,
+    Curve,
+    Endpoint,
+    Landscape,
+    check_same_grid,
+    equilibrium_accuracy,
+    equilibrium_over_runs,
+    join_windows,
+    read_baseline,
+    read_run,
+    sample_curve,
+    sgd_curve,
+    sgd_endpoint,
+)
 
 
 @dataclass
@@ -80,7 +92,7 @@ def report_dict(exp: Experiment) -> dict:
         "max_entropy_y": clean(exp.top.mean), "max_entropy_stderr": clean(exp.top.stderr),
         "joins": [[{"windows": list(p.windows), "common_bins": p.common_bins, "offset": round(p.offset, 6),
                     "residual_rms": round(p.residual_rms, 6),
-                    "equilibrium_mismatch": round(p.equilibrium_mismatch, 6)} for p in l.pairs] for l in exp.lands],
+                    "equilibrium_mismatch": round(p.equilibrium_mismatch, 6)} for p in land.pairs] for land in exp.lands],
     }
     if exp.eq_accuracy is not None:
         out.update({"equilibrium_accuracy_mean": clean(exp.eq_accuracy.mean),

@@ -96,11 +96,11 @@ def diagnostics_figure(rec: RunRecord, out: str | Path, title: str = "") -> list
     """ln f and flatness of each window over the run, swap acceptance per window pair, move
     acceptance per window and layer."""
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    steps = rec.history_step
+    steps = rec.history.step
     for k in range(rec.n_windows):
         if len(steps):
-            axes[0, 0].semilogy(steps, rec.history_ln_f[:, k], label=f"window {k}")
-            axes[0, 1].plot(steps, rec.history_flatness[:, k], label=f"window {k}")
+            axes[0, 0].semilogy(steps, rec.history.ln_f[:, k], label=f"window {k}")
+            axes[0, 1].plot(steps, rec.history.flatness[:, k], label=f"window {k}")
     axes[0, 0].set(xlabel="step", ylabel="ln f", title="ln f per window")
     axes[0, 1].set(xlabel="step", ylabel="min H / mean H", title="histogram flatness", ylim=(0, 1.05))
     axes[0, 0].legend(fontsize=7)

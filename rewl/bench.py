@@ -9,10 +9,12 @@ import torch
 
 from .config import Config
 from .devices import keep_freed_memory
-from .grid import Grid, window_bins
+from .grid import Grid, Window
 from .models import param_layout
-from .moves import Langevin, MDCounters, MoveSizes, Walkers, drive_into_window, thermal_velocities, wlmc_step, wlmd_step
+from .samplers import make_sampler
+from .samplers.wlmd import Langevin
 from .tasks import make_task
+from .walkers import Walkers, drive_into_window
 from .wl import Estimate, wall_slope
 
 
@@ -35,34 +37,26 @@ def bench(cfg: Config, seconds: float, walkers: int | None, threads: int, device
     keep_freed_memory()
     device = torch.device(device_name)
     task = make_task(cfg, device)
-    grid = Grid.from_config(cfg.grid)
-    lo, hi = window_bins(grid.x.bins, cfg.windows.count, cfg.windows.overlap)[cfg.windows.count // 2]
+    grid = cfg.grid
+    window = Window.split(grid, cfg.windows.count, cfg.windows.overlap)[cfg.windows.count // 2]
+    lo = window.lo
     batch = walkers or cfg.sampler.walkers_per_rank
     gen = torch.Generator(device=device).manual_seed(cfg.run.seed)
     params = task.sample_uniform(batch, gen)
-    params, _ = drive_into_window(task, params, (float(grid.x.edges[lo]), float(grid.x.edges[hi])),
-                                  (grid.y.min, grid.y.max), cfg.init.max_iterations, cfg.init.learning_rate)
-    state, _ = Walkers.at(task, params.detach(), grid, lo, hi - lo)
-    est = Estimate.zeros(hi - lo, grid.y.bins, 1e-3, device, with_accuracy=task.has_accuracy)
+    params, _ = drive_into_window(task, params, window.x_range, window.y_range, cfg.init.max_iterations,
+                                  cfg.init.learning_rate)
+    state, _ = Walkers.at(task, params.detach(), window)
+    est = Estimate.zeros(window.shape, 1e-3, device, with_accuracy=task.has_accuracy)
+    sampler = make_sampler(cfg.sampler, task, window, device)
+    sampler.start(state, est, gen, 0)       # velocities, where the sampler has them
     md = cfg.sampler.kind == "wlmd"
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)  # noqa: E731
-    print(f"bench {cfg.path}: {task.describe()}; {threads} torch thread(s) on {device}; window x bins {lo}-{hi - 1}")
+    print(f"bench {cfg.path}: {task.describe()}; {threads} torch thread(s) on {device}; "
+          f"window x bins {lo}-{window.hi - 1}")
 
-    if md:
-        langevin = Langevin.from_config(cfg.sampler, grid, lo, hi - lo, device)
-        counters = MDCounters.zeros(device)
-        state.velocities = thermal_velocities(state.params, gen)
-
-        def batched() -> None:
-            wlmd_step(task, grid, state, est, langevin, counters, lo, gen)
-            sync()
-    else:
-        moves = MoveSizes.initial(task, cfg.sampler.sigma_initial)
-
-        def batched() -> None:
-            with torch.no_grad():
-                wlmc_step(task, grid, state, est, moves, lo, gen)
-            sync()
+    def batched() -> None:
+        sampler.step(state, est, gen)
+        sync()
     calls, dt = _timed(batched, seconds)
     fast = calls * batch / dt
     print(f"  batched {cfg.sampler.kind}  {batch:6d} walkers: {fast:12,.1f} walker-steps/s ({calls} steps in {dt:.2f} s)")
@@ -73,7 +67,7 @@ def bench(cfg: Config, seconds: float, walkers: int | None, threads: int, device
     module = task.module
     with torch.no_grad():
         torch.nn.utils.vector_to_parameters(params[0].detach().clone(), module.parameters())
-    one = _plain_md(task, module, grid, est, langevin, lo, gen, sync) if md else _plain_mc(task, module, grid, est, lo, gen)
+    one = _plain_md(task, module, grid, est, sampler.langevin, lo, gen, sync) if md else _plain_mc(task, module, grid, est, lo, gen)
     calls, dt = _timed(one, seconds)
     slow = calls / dt
     print(f"  plain loop          1 walker : {slow:12,.1f} walker-steps/s ({calls} steps in {dt:.2f} s)")

@@ -77,11 +77,11 @@ def check(cfg: Config) -> int:
     """Print what the deck would run: task, parameter count, grid, windows, rank layout."""
     import torch
 
-    from .grid import Grid, window_bins
+    from .grid import Window
     from .tasks import make_task
     task = make_task(cfg, torch.device("cpu"))
-    grid = Grid.from_config(cfg.grid)
-    bins = window_bins(grid.x.bins, cfg.windows.count, cfg.windows.overlap)
+    grid = cfg.grid
+    windows = Window.split(grid, cfg.windows.count, cfg.windows.overlap)
     w = cfg.windows
     print(f"{cfg.path}: OK")
     print(f"  task      {task.describe()}")
@@ -96,11 +96,12 @@ def check(cfg: Config) -> int:
           f"y = {task.y_label}: {grid.y.bins} bins in [{grid.y.min:g}, {grid.y.max:g}]")
     print(f"  ranks     {cfg.world_size} = {w.count} windows x {w.ranks_per_window} ranks per window "
           f"(mpiexec -n {cfg.world_size})")
-    edges = grid.x.edges
-    for k, (lo, hi) in enumerate(bins):
+    for win in windows:
+        k = win.index
         ranks = f"{k * w.ranks_per_window}" if w.ranks_per_window == 1 else \
             f"{k * w.ranks_per_window}-{(k + 1) * w.ranks_per_window - 1}"
-        print(f"  window {k:<3d} x in [{edges[lo]:.4g}, {edges[hi]:.4g}) bins {lo}-{hi - 1} on rank(s) {ranks}")
+        x_lo, x_hi = win.x_range
+        print(f"  window {k:<3d} x in [{x_lo:.4g}, {x_hi:.4g}) bins {win.lo}-{win.hi - 1} on rank(s) {ranks}")
     print(f"  output    {cfg.output.dir}")
     return 0
 

@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -70,6 +70,25 @@ class Comm:
         out = np.empty((self.size, *row.shape), dtype=row.dtype)
         self.world.Allgather(row, out)
         return out
+
+    def gather_window_arrays(self, arrays: list[np.ndarray], shapes: list[tuple[int, ...]]) -> list[list[np.ndarray]] | None:
+        """Rank 0 collects the float64 `arrays` of every window's first rank (window k's arrays all
+        have shape shapes[k]); returns one list of arrays per window on rank 0, None elsewhere.
+        Every window leader must call it."""
+        tag = 100
+        if self.local == 0 and not self.is_root:
+            for i, array in enumerate(arrays):
+                self.send(np.asarray(array, dtype=np.float64), 0, tag=tag + i)
+        if not self.is_root:
+            return None
+        gathered = []
+        for k, shape in enumerate(shapes):
+            source = self.rank_of(k, 0)
+            if source == 0:
+                gathered.append([np.asarray(a, dtype=np.float64) for a in arrays])
+            else:
+                gathered.append([self.recv(shape, np.float64, source, tag=tag + i) for i in range(len(arrays))])
+        return gathered
 
     def bcast_text(self, text: str | None) -> str | None:
         return self.world.bcast(text, root=0)

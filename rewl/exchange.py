@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from .comm import Comm
-from .grid import Grid
-from .moves import Walkers
-from .wl import Estimate, bin_cvs
+from .grid import Window
+from .walkers import Walkers
+from .wl import Estimate
 
 
 @dataclass
@@ -26,7 +26,7 @@ class SwapStats:
     accepted: np.ndarray
 
     @classmethod
-    def zeros(cls, n_windows: int) -> "SwapStats":
+    def zeros(cls, n_windows: int) -> SwapStats:
         return cls(np.zeros(max(n_windows - 1, 0)), np.zeros(max(n_windows - 1, 0)))
 
 
@@ -35,11 +35,11 @@ def swap_log_ratio(ln_g_i_x: np.ndarray, ln_g_j_y: np.ndarray, ln_g_i_y: np.ndar
     return ln_g_i_x + ln_g_j_y - ln_g_i_y - ln_g_j_x
 
 
-def exchange_round(comm: Comm, round_index: int, grid: Grid, bins: list[tuple[int, int]], walkers: Walkers,
+def exchange_round(comm: Comm, round_index: int, windows: list[Window], walkers: Walkers,
                    est: Estimate, rng: np.random.Generator, stats: SwapStats) -> None:
     """One exchange round for this rank (a no-op for ranks whose window has no partner this round).
 
-    bins: every window's [lo, hi) x bins. Swapped walkers carry parameters, CVs and (WLMD)
+    windows: every window of the run. Swapped walkers carry parameters, CVs and (WLMD)
     velocities; their bins are recomputed in the receiving window.
     """
     w, parity = comm.window, round_index % 2
@@ -51,17 +51,17 @@ def exchange_round(comm: Comm, round_index: int, grid: Grid, bins: list[tuple[in
         return
     partner = comm.rank_of(partner_window, comm.local)
     i = w if lower else partner_window                      # lower window of the pair
-    lo_i, hi_i = bins[i]
-    lo_j, hi_j = bins[i + 1]
+    lo_i, lo_j = windows[i].lo, windows[i + 1].lo
+    overlap_lo, overlap_hi = windows[i].overlap_with(windows[i + 1])
+    grid = windows[w].grid
     n_y = grid.y.bins
-    my_lo = lo_i if lower else lo_j
     # bins from the CVs themselves: an MD walker in the soft walls lies outside its window, where
     # its stored (clamped) bin would make it look like an overlap walker
     global_x = grid.x.index(walkers.x).cpu().numpy()
     iy = grid.y.index(walkers.y).cpu().numpy()
-    # candidates: walkers in the partner's x range, i.e. in the overlap [lo_j, hi_i), and on the y grid
-    cand = np.flatnonzero((global_x >= lo_j) & (global_x < hi_i) & (iy >= 0) & (iy < n_y))
-    n_ov = hi_i - lo_j
+    # candidates: walkers in the partner's x range, i.e. in the overlap, and on the y grid
+    cand = np.flatnonzero((global_x >= overlap_lo) & (global_x < overlap_hi) & (iy >= 0) & (iy < n_y))
+    n_ov = overlap_hi - overlap_lo
 
     if not lower:
         comm.send(np.array([len(cand)], dtype=np.int64), partner, tag=1)
@@ -109,7 +109,7 @@ def exchange_round(comm: Comm, round_index: int, grid: Grid, bins: list[tuple[in
                                                   device=device)
     x_new = torch.as_tensor(in_cvs[:, 0], device=device)
     y_new = torch.as_tensor(in_cvs[:, 1], device=device)
-    ix, iy_new, inside = bin_cvs(grid, x_new, y_new, my_lo, est.ln_g.shape[0])
+    ix, iy_new, inside = windows[w].bin(x_new, y_new)
     if not bool(inside.all()):
         raise RuntimeError("exchange received a walker outside this window (internal error)")
     walkers.x[idx], walkers.y[idx], walkers.ix[idx], walkers.iy[idx] = x_new, y_new, ix, iy_new

@@ -1,7 +1,9 @@
-"""The (x, y) grid of the entropy estimate and the split of x into overlapping windows.
+"""The (x, y) grid of the entropy estimate and its windows.
 
-x = ln L_train is split into windows; y (test accuracy, or a second CV) is shared by all of them.
-A window owns the x bins [lo, hi) of the global grid and keeps ln g only over those bins.
+x = ln L_train is split into overlapping windows; y (test accuracy, or a second CV) is shared by
+all of them. A ``Window`` owns the x bins [lo, hi) of the global grid, keeps ln g only over those
+bins, and answers which local bin a walker's CVs fall in. This module depends on nothing else in
+the package (the deck's ``[grid]`` tables are read straight into ``Axis``).
 """
 from __future__ import annotations
 
@@ -9,8 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-from .config import AxisConfig, GridConfig
 
 
 @dataclass(frozen=True)
@@ -20,11 +20,10 @@ class Axis:
     min: float
     max: float
     width: float
-    bins: int
 
-    @classmethod
-    def from_config(cls, cfg: AxisConfig) -> "Axis":
-        return cls(cfg.min, cfg.max, cfg.width, cfg.bins)
+    @property
+    def bins(self) -> int:
+        return int(round((self.max - self.min) / self.width))
 
     @property
     def edges(self) -> np.ndarray:
@@ -48,14 +47,6 @@ class Grid:
     x: Axis
     y: Axis
 
-    @classmethod
-    def from_config(cls, cfg: GridConfig) -> "Grid":
-        return cls(Axis.from_config(cfg.x), Axis.from_config(cfg.y))
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.x.bins, self.y.bins)
-
 
 def window_bins(n_x: int, count: int, overlap: float) -> list[tuple[int, int]]:
     """Split n_x bins into `count` windows [lo, hi) of equal width overlapping by `overlap`.
@@ -78,3 +69,61 @@ def window_bins(n_x: int, count: int, overlap: float) -> list[tuple[int, int]]:
         if k and bounds[k - 1][1] - lo < 2:
             raise ValueError(f"windows {k - 1} and {k} would share {bounds[k - 1][1] - lo} x bins (at least 2 needed)")
     return bounds
+
+
+@dataclass(frozen=True)
+class Window:
+    """Window `index` of a run: the global x bins [lo, hi) and every y bin of the grid.
+
+    Local bins: ix in [0, n_x) counts from lo; iy is the global y bin. The window's estimate
+    arrays are (n_x, n_y)."""
+
+    index: int
+    grid: Grid
+    lo: int
+    hi: int
+
+    @classmethod
+    def split(cls, grid: Grid, count: int, overlap: float) -> list[Window]:
+        """The `count` overlapping windows of the grid's x axis (see ``window_bins``)."""
+        return [cls(k, grid, lo, hi) for k, (lo, hi) in enumerate(window_bins(grid.x.bins, count, overlap))]
+
+    @property
+    def n_x(self) -> int:
+        return self.hi - self.lo
+
+    @property
+    def n_y(self) -> int:
+        return self.grid.y.bins
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Shape of the window's estimate arrays: (n_x, n_y)."""
+        return (self.n_x, self.n_y)
+
+    @property
+    def x_range(self) -> tuple[float, float]:
+        edges = self.grid.x.edges
+        return float(edges[self.lo]), float(edges[self.hi])
+
+    @property
+    def y_range(self) -> tuple[float, float]:
+        return self.grid.y.min, self.grid.y.max
+
+    def bin(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Local bins of CVs x, y (B,): ix (B,) in [0, n_x), iy (B,) in [0, n_y), and inside (B,) bool.
+
+        Values outside the window are flagged by `inside` and their indices clamped, so lookups
+        stay legal."""
+        ix = self.grid.x.index(x) - self.lo
+        iy = self.grid.y.index(y)
+        inside = (ix >= 0) & (ix < self.n_x) & (iy >= 0) & (iy < self.n_y)
+        return ix.clamp_(0, self.n_x - 1), iy.clamp_(0, self.n_y - 1), inside
+
+    def fractional(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fractional local bin coordinates (B,) each: bin k spans [k, k + 1)."""
+        return (x - self.grid.x.min) / self.grid.x.width - self.lo, (y - self.grid.y.min) / self.grid.y.width
+
+    def overlap_with(self, upper: Window) -> tuple[int, int]:
+        """The global x bins [lo, hi) this window shares with the next one up."""
+        return upper.lo, self.hi

@@ -3,13 +3,13 @@
 A walker is one flat parameter vector in the order of ``module.parameters()``. The batched
 forward maps walkers (B, n_params) and shared inputs, transposed to (d_in, P), to outputs
 (B, C, P): points last, so per-walker weights act on contiguous rows of points.
-Two implementations: a fast path for plain MLPs (one ``baddbmm`` per layer) and a generic path
-for any ``nn.Module`` (``torch.func.functional_call`` under ``vmap``).
+A new kind of network plugs in with its own batched forward of the same signature (see
+``batched_forward``) and a test against the plain module.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -120,24 +120,7 @@ class MLPForward:
         return h
 
 
-class VmapForward:
-    """Generic batched forward of any nn.Module via functional_call + vmap."""
-
-    def __init__(self, module: nn.Module):
-        self.module = module
-        self.layout = param_layout(module)
-
-    def _single(self, flat: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-        params = {s.name: flat[s.offset:s.offset + s.size].reshape(s.shape) for s in self.layout}
-        return torch.func.functional_call(self.module, params, (inputs,))
-
-    def __call__(self, walkers: torch.Tensor, inputs_t: torch.Tensor) -> torch.Tensor:
-        """walkers (B, n_params), inputs_t (d_in, P) -> outputs (B, d_out, P)."""
-        out = torch.vmap(self._single, in_dims=(0, None))(walkers, inputs_t.t())
-        return out.transpose(1, 2)
-
-
-def batched_forward(module: nn.Module, for_compile: bool = False) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The fastest batched forward for `module`: the MLP fast path for FNN, vmap otherwise.
-    `for_compile` picks the formulation that is fastest once wrapped in torch.compile."""
-    return MLPForward(module, broadcast=for_compile) if isinstance(module, FNN) else VmapForward(module)
+def batched_forward(module: FNN, for_compile: bool = False) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The batched forward of `module`; `for_compile` picks the formulation that is fastest once
+    wrapped in torch.compile."""
+    return MLPForward(module, broadcast=for_compile)

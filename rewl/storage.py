@@ -15,137 +15,31 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import MISSING, dataclass, field, fields
+import types
+import typing
+from dataclasses import MISSING as dataclasses_missing
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-SCHEMA_VERSION = 2
-# version 2 added optional data (WLMD velocities, hard-accuracy sums); version 1 files read as before
-READABLE_VERSIONS = (1, 2)
+from .records import BaselineRecord, Checkpoint, EstimateRecord, History, RunRecord, WalkersRecord, WindowRecord
+
+__all__ = ["BaselineRecord", "Checkpoint", "EstimateRecord", "History", "RunRecord", "RunStore", "StorageError",
+           "WalkersRecord", "WindowRecord", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 3
+# 2 added optional data (WLMD velocities, hard-accuracy sums); 3 nested the checkpoint (walkers/,
+# estimate/, sampler/, history/). Run files of 1 and 2 have the layout of 3; their checkpoints are
+# read by ``_legacy_checkpoint``.
+READABLE_VERSIONS = (1, 2, 3)
 FORMAT = "rewl-run"
 
 
 class StorageError(RuntimeError):
     """A run directory or file is missing, not a rewl run, or of an unknown schema."""
-
-
-@dataclass
-class WindowRecord:
-    """One window's estimate as stored in the run file. Arrays are (n_xw, n_y)."""
-
-    x_bins: tuple[int, int]        # [lo, hi) in the global x grid
-    ln_g: np.ndarray
-    hist: np.ndarray
-    visits: np.ndarray
-    ln_f: float
-    stage: int
-    one_over_t: bool
-    converged: bool
-    flatness: float
-    init_iterations: int
-    init_seconds: float
-    accuracy_sum: np.ndarray | None = None   # (n_xw, n_y) hard test accuracy summed over visits
-                                             # (wlmd with a smoothed accuracy as y); mean = sum / visits
-
-
-@dataclass
-class RunRecord:
-    """Everything in run.h5."""
-
-    deck_text: str
-    deck_path: str
-    status: str
-    task: str
-    sampler: str
-    x_label: str
-    y_label: str
-    n_params: int
-    ranks_per_window: int
-    walkers_per_rank: int
-    steps: int
-    max_steps: int
-    elapsed_seconds: float
-    x_edges: np.ndarray            # (n_x + 1,)
-    y_edges: np.ndarray            # (n_y + 1,)
-    windows: list[WindowRecord]
-    group_names: list[str]
-    move_attempted: np.ndarray     # (n_windows, n_groups); wlmd: (n_windows, 1) walker-steps
-    move_accepted: np.ndarray      # (n_windows, n_groups); wlmd: walker-steps inside the window
-    swap_attempted: np.ndarray     # (n_windows - 1,)
-    swap_accepted: np.ndarray      # (n_windows - 1,)
-    history_step: np.ndarray       # (T,) steps of the flatness checks
-    history_ln_f: np.ndarray       # (T, n_windows)
-    history_flatness: np.ndarray   # (T, n_windows)
-    rewl_version: str = ""
-
-    @property
-    def n_windows(self) -> int:
-        return len(self.windows)
-
-
-@dataclass
-class Checkpoint:
-    """One rank's complete state at a synchronisation point."""
-
-    step: int
-    exchange_round: int
-    params: np.ndarray             # (B, n_params)
-    x: np.ndarray                  # (B,)
-    y: np.ndarray                  # (B,)
-    ix: np.ndarray                 # (B,)
-    iy: np.ndarray                 # (B,)
-    ln_g: np.ndarray               # (n_xw, n_y)
-    hist: np.ndarray
-    visits: np.ndarray
-    ln_f: float
-    stage: int
-    one_over_t: bool
-    converged: bool
-    flatness: float
-    sigma: np.ndarray              # (n_groups,); empty under wlmd
-    move_attempted: np.ndarray     # (n_groups,) since the last adaptation; wlmd: (1,) walker-steps
-    move_accepted: np.ndarray
-    total_attempted: np.ndarray    # (n_groups,) up to the last adaptation
-    total_accepted: np.ndarray
-    swap_attempted: np.ndarray     # (n_windows - 1,)
-    swap_accepted: np.ndarray
-    torch_rng: np.ndarray          # uint8 state of the torch generator
-    numpy_rng: str                 # JSON of the numpy bit generator state
-    init_iterations: int
-    init_seconds: float
-    elapsed_seconds: float
-    history_step: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    history_ln_f: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
-    history_flatness: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
-    velocities: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))   # (B, n_params) under wlmd
-    acc_sum: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))      # (n_xw, n_y) or empty
-
-
-@dataclass
-class BaselineRecord:
-    """Trajectories of independent SGD/Adam trainings (``python -m rewl sgd``)."""
-
-    deck_text: str
-    deck_path: str
-    task: str
-    optimizer: str
-    learning_rate: float
-    batch_size: int
-    x_label: str
-    y_label: str
-    step: np.ndarray               # (T,) training steps of the records
-    x: np.ndarray                  # (runs, T) ln L_train
-    y: np.ndarray                  # (runs, T) the landscape's y (test accuracy or ln L_test)
-    accuracy: np.ndarray           # (runs, T) hard test accuracy (nan for tasks without classes)
-    elapsed_seconds: float
-    rewl_version: str = ""
-
-    @property
-    def runs(self) -> int:
-        return self.x.shape[0]
 
 
 def _atomic_h5(path: Path):
@@ -177,6 +71,11 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _stamp(f: h5py.File, fmt: str) -> None:
+    f.attrs["format"] = fmt
+    f.attrs["schema_version"] = SCHEMA_VERSION
+
+
 def _open_checked(path: Path, fmt: str, missing: str, wrong: str) -> h5py.File:
     """Open an HDF5 file of this schema for reading; StorageError naming the path otherwise."""
     if not path.exists():
@@ -196,8 +95,125 @@ def _open_checked(path: Path, fmt: str, missing: str, wrong: str) -> h5py.File:
     return f
 
 
+# ----------------------------------------------------------------------------------------------
+# the codec: one mapping of records to HDF5 groups and back
+
+
+def _split(group: h5py.Group, path: str, create: bool) -> tuple[h5py.Group | None, str]:
+    """The group holding `path` (relative to `group`) and the last name of the path."""
+    parent, _, leaf = path.rpartition("/")
+    if not parent:
+        return group, leaf
+    if create:
+        return group.require_group(parent), leaf
+    return (group[parent] if parent in group else None), leaf
+
+
+def encode(group: h5py.Group, rec: Any) -> None:
+    """Write the dataclass record `rec` into `group`: arrays as datasets, numbers and short strings
+    as attributes, nested records, lists of records and dicts of arrays as subgroups; None is left
+    out."""
+    for f in fields(rec):
+        value = getattr(rec, f.name)
+        if value is None:
+            continue
+        parent, leaf = _split(group, f.metadata.get("h5", f.name), create=True)
+        if is_dataclass(value):
+            encode(parent.create_group(leaf), value)
+        elif isinstance(value, dict):
+            sub = parent.create_group(leaf)
+            for name, array in value.items():
+                sub.create_dataset(name, data=array)
+        elif isinstance(value, list) and value and is_dataclass(value[0]):
+            sub = parent.create_group(leaf)
+            for k, item in enumerate(value):
+                encode(sub.create_group(f"{k:03d}"), item)
+        elif isinstance(value, list):
+            parent.attrs[leaf] = json.dumps(value)
+        elif isinstance(value, np.ndarray):
+            extra = {"compression": "gzip", "compression_opts": 1} if f.metadata.get("compress") else {}
+            parent.create_dataset(leaf, data=value, **extra)
+        elif f.metadata.get("dataset"):
+            parent.create_dataset(leaf, data=value)
+        elif isinstance(value, tuple):
+            parent.attrs[leaf] = np.asarray(value, dtype=np.int64)
+        else:
+            parent.attrs[leaf] = value
+
+
+def _optional(hint: Any) -> tuple[Any, bool]:
+    """(T, True) for a hint `T | None`, else (hint, False)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0], len(args) < len(typing.get_args(hint))
+    return hint, False
+
+
+def decode(group: h5py.Group, cls: type, where: str = "") -> Any:
+    """Read a record of type `cls` from `group` (the inverse of ``encode``); StorageError naming
+    the file and the missing entry when a field without a default is absent."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in fields(cls):
+        hint, optional = _optional(hints[f.name])
+        parent, leaf = _split(group, f.metadata.get("h5", f.name), create=False)
+        origin = typing.get_origin(hint)
+        present = parent is not None and (leaf in parent or leaf in parent.attrs)
+        if not present:
+            if optional or f.default is not dataclasses_missing:
+                continue
+            raise StorageError(f"{where or group.file.filename}: no {group.name.rstrip('/')}/{leaf}")
+        if is_dataclass(hint):
+            values[f.name] = decode(parent[leaf], hint, where)
+        elif origin is dict:
+            values[f.name] = {name: parent[leaf][name][()] for name in parent[leaf]}
+        elif origin is list and is_dataclass(typing.get_args(hint)[0]):
+            sub = parent[leaf]
+            values[f.name] = [decode(sub[name], typing.get_args(hint)[0], where) for name in sorted(sub)]
+        elif origin is list:
+            values[f.name] = json.loads(parent.attrs[leaf])
+        elif hint is np.ndarray:
+            values[f.name] = parent[leaf][()]
+        elif leaf in parent:                       # a string stored as a dataset
+            values[f.name] = parent[leaf][()].decode()
+        elif origin is tuple:
+            values[f.name] = tuple(int(v) for v in parent.attrs[leaf])
+        else:
+            values[f.name] = hint(_scalar(parent.attrs[leaf]))
+    return cls(**values)
+
+
 def _scalar(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
+
+
+def _legacy_checkpoint(f: h5py.File) -> Checkpoint:
+    """A checkpoint of schema 1 or 2: one flat group. Its move counters meant "since the last
+    adaptation" (move_*) plus "up to it" (total_*) under wlmc, and walker-steps and those inside
+    the window under wlmd; they become the sampler state of schema 3."""
+    a = {k: _scalar(v) for k, v in f.attrs.items()}
+    d = {k: f[k][()] for k in f}
+    velocities = d.get("velocities")
+    accuracy = d.get("acc_sum")
+    walkers = WalkersRecord(params=d["params"], x=d["x"], y=d["y"], ix=d["ix"], iy=d["iy"],
+                            velocities=velocities if velocities is not None and velocities.size else None)
+    estimate = EstimateRecord(ln_g=d["ln_g"], hist=d["hist"], visits=d["visits"], ln_f=float(a["ln_f"]),
+                              stage=int(a["stage"]), one_over_t=bool(a["one_over_t"]),
+                              converged=bool(a["converged"]), flatness=float(a["flatness"]),
+                              accuracy_sum=accuracy if accuracy is not None and accuracy.size else None)
+    if d["sigma"].size:
+        sampler = {"sigma": d["sigma"], "attempted": d["total_attempted"] + d["move_attempted"],
+                   "accepted": d["total_accepted"] + d["move_accepted"],
+                   "attempted_since_adapt": d["move_attempted"], "accepted_since_adapt": d["move_accepted"]}
+    else:
+        sampler = {"steps": d["move_attempted"], "inside": d["move_accepted"]}
+    return Checkpoint(step=int(a["step"]), exchange_round=int(a["exchange_round"]), walkers=walkers,
+                      estimate=estimate, sampler=sampler, swap_attempted=d["swap_attempted"],
+                      swap_accepted=d["swap_accepted"], torch_rng=d["torch_rng"], numpy_rng=str(a["numpy_rng"]),
+                      init_iterations=int(a["init_iterations"]), init_seconds=float(a["init_seconds"]),
+                      elapsed_seconds=float(a["elapsed_seconds"]),
+                      history=History(step=d["history_step"], ln_f=d["history_ln_f"],
+                                      flatness=d["history_flatness"]))
 
 
 class RunStore:
@@ -239,61 +255,14 @@ class RunStore:
 
     def write_run(self, rec: RunRecord) -> None:
         with _atomic_h5(self.run_path) as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            for name in ("status", "task", "sampler", "x_label", "y_label", "n_params", "ranks_per_window",
-                         "walkers_per_rank", "steps", "max_steps", "elapsed_seconds", "deck_path", "rewl_version"):
-                f.attrs[name] = getattr(rec, name)
-            f.attrs["n_windows"] = rec.n_windows
-            f.create_dataset("deck", data=rec.deck_text)
-            f.create_dataset("grid/x_edges", data=rec.x_edges)
-            f.create_dataset("grid/y_edges", data=rec.y_edges)
-            for k, w in enumerate(rec.windows):
-                g = f.create_group(f"windows/{k:03d}")
-                for name in ("ln_g", "hist", "visits", "accuracy_sum"):
-                    if getattr(w, name) is not None:
-                        g.create_dataset(name, data=getattr(w, name), compression="gzip", compression_opts=1)
-                g.attrs["x_bins"] = np.asarray(w.x_bins, dtype=np.int64)
-                for name in ("ln_f", "stage", "one_over_t", "converged", "flatness", "init_iterations", "init_seconds"):
-                    g.attrs[name] = getattr(w, name)
-            acc = f.create_group("acceptance")
-            acc.attrs["group_names"] = json.dumps(rec.group_names)
-            for name in ("move_attempted", "move_accepted", "swap_attempted", "swap_accepted"):
-                acc.create_dataset(name, data=getattr(rec, name))
-            hist = f.create_group("history")
-            hist.create_dataset("step", data=rec.history_step)
-            hist.create_dataset("ln_f", data=rec.history_ln_f)
-            hist.create_dataset("flatness", data=rec.history_flatness)
+            _stamp(f, FORMAT)
+            encode(f, rec)
 
     def read_run(self) -> RunRecord:
         f = _open_checked(self.run_path, FORMAT, f"no run file (is {self.dir} a rewl run directory?)",
                           "not a rewl run file")
         with f:
-            a = {k: _scalar(v) for k, v in f.attrs.items()}
-            windows = []
-            for k in range(int(a["n_windows"])):
-                g = f[f"windows/{k:03d}"]
-                windows.append(WindowRecord(
-                    x_bins=tuple(int(v) for v in g.attrs["x_bins"]),
-                    ln_g=g["ln_g"][()], hist=g["hist"][()], visits=g["visits"][()],
-                    accuracy_sum=g["accuracy_sum"][()] if "accuracy_sum" in g else None,
-                    ln_f=float(g.attrs["ln_f"]), stage=int(g.attrs["stage"]),
-                    one_over_t=bool(g.attrs["one_over_t"]), converged=bool(g.attrs["converged"]),
-                    flatness=float(g.attrs["flatness"]), init_iterations=int(g.attrs["init_iterations"]),
-                    init_seconds=float(g.attrs["init_seconds"])))
-            acc = f["acceptance"]
-            return RunRecord(
-                deck_text=f["deck"][()].decode(), deck_path=str(a["deck_path"]), status=str(a["status"]),
-                task=str(a["task"]), sampler=str(a["sampler"]), x_label=str(a["x_label"]), y_label=str(a["y_label"]),
-                n_params=int(a["n_params"]), ranks_per_window=int(a["ranks_per_window"]),
-                walkers_per_rank=int(a["walkers_per_rank"]), steps=int(a["steps"]), max_steps=int(a["max_steps"]),
-                elapsed_seconds=float(a["elapsed_seconds"]), rewl_version=str(a["rewl_version"]),
-                x_edges=f["grid/x_edges"][()], y_edges=f["grid/y_edges"][()], windows=windows,
-                group_names=json.loads(acc.attrs["group_names"]),
-                move_attempted=acc["move_attempted"][()], move_accepted=acc["move_accepted"][()],
-                swap_attempted=acc["swap_attempted"][()], swap_accepted=acc["swap_accepted"][()],
-                history_step=f["history/step"][()], history_ln_f=f["history/ln_f"][()],
-                history_flatness=f["history/flatness"][()])
+            return decode(f, RunRecord)
 
     # -- SGD baselines -------------------------------------------------------------------------
 
@@ -307,14 +276,8 @@ class RunStore:
         path = Path(path) if path else self.baseline_path
         path.parent.mkdir(parents=True, exist_ok=True)
         with _atomic_h5(path) as f:
-            f.attrs["format"] = FORMAT + "-baseline"
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            for name in ("deck_path", "task", "optimizer", "learning_rate", "batch_size", "x_label", "y_label",
-                         "elapsed_seconds", "rewl_version"):
-                f.attrs[name] = getattr(rec, name)
-            f.create_dataset("deck", data=rec.deck_text)
-            for name in ("step", "x", "y", "accuracy"):
-                f.create_dataset(name, data=getattr(rec, name))
+            _stamp(f, FORMAT + "-baseline")
+            encode(f, rec)
         return path
 
     @staticmethod
@@ -322,14 +285,7 @@ class RunStore:
         f = _open_checked(Path(path), FORMAT + "-baseline", "no such baseline file",
                           "not a rewl SGD baseline file (made by `python -m rewl sgd`)")
         with f:
-            a = {k: _scalar(v) for k, v in f.attrs.items()}
-            return BaselineRecord(
-                deck_text=f["deck"][()].decode(), deck_path=str(a["deck_path"]), task=str(a["task"]),
-                optimizer=str(a["optimizer"]), learning_rate=float(a["learning_rate"]),
-                batch_size=int(a["batch_size"]), x_label=str(a["x_label"]), y_label=str(a["y_label"]),
-                step=f["step"][()], x=f["x"][()], y=f["y"][()], accuracy=f["accuracy"][()],
-                elapsed_seconds=float(a["elapsed_seconds"]),
-                rewl_version=str(a["rewl_version"]))
+            return decode(f, BaselineRecord)
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -340,29 +296,18 @@ class RunStore:
         path = self._ckpt_path(ck.step, rank)
         path.parent.mkdir(parents=True, exist_ok=True)
         with _atomic_h5(path) as f:
-            f.attrs["format"] = FORMAT + "-checkpoint"
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            for fld in fields(Checkpoint):
-                value = getattr(ck, fld.name)
-                if isinstance(value, np.ndarray):
-                    f.create_dataset(fld.name, data=value)
-                else:
-                    f.attrs[fld.name] = value
+            _stamp(f, FORMAT + "-checkpoint")
+            encode(f, ck)
 
     def read_checkpoint(self, step: int, rank: int) -> Checkpoint:
-        f = _open_checked(self._ckpt_path(step, rank), FORMAT + "-checkpoint",
+        path = self._ckpt_path(step, rank)
+        f = _open_checked(path, FORMAT + "-checkpoint",
                           "checkpoint missing (was the run made with another number of ranks?)",
                           "not a rewl checkpoint")
         with f:
-            values = {}
-            for fld in fields(Checkpoint):
-                if fld.name in f:
-                    values[fld.name] = f[fld.name][()]
-                elif fld.name in f.attrs:
-                    values[fld.name] = _scalar(f.attrs[fld.name])
-                elif fld.default_factory is MISSING:   # optional fields of later schema versions
-                    raise StorageError(f"{self._ckpt_path(step, rank)}: no {fld.name!r}")
-        return Checkpoint(**values)
+            if int(f.attrs["schema_version"]) < 3:
+                return _legacy_checkpoint(f)
+            return decode(f, Checkpoint)
 
     def mark_complete(self, step: int) -> None:
         """Record `step` as the last complete checkpoint set and drop older sets."""

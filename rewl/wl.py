@@ -1,7 +1,7 @@
 """Wang-Landau kernels: pure tensor code on one window's estimate; no MPI here.
 
-Shapes: a window owns n_xw x bins and all n_y y bins; ln_g, hist and visits are (n_xw, n_y)
-float64 tensors. Walker bins are local x indices ix (B,) and y indices iy (B,).
+Shapes: a window owns n_x x bins and all n_y y bins; ln_g, hist and visits are (n_x, n_y)
+float64 tensors. Walker bins are local x indices ix (B,) and y indices iy (B,) (``Window.bin``).
 """
 from __future__ import annotations
 
@@ -10,45 +10,48 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import ScheduleConfig
-from .grid import Grid
+from .records import EstimateRecord
 
 
 @dataclass
 class Estimate:
     """One window's running entropy estimate and its schedule state."""
 
-    ln_g: torch.Tensor      # (n_xw, n_y) ln density of states, up to a constant
-    hist: torch.Tensor      # (n_xw, n_y) visits in the current stage
-    visits: torch.Tensor    # (n_xw, n_y) visits over the whole run (the visited mask)
+    ln_g: torch.Tensor      # (n_x, n_y) ln density of states, up to a constant
+    hist: torch.Tensor      # (n_x, n_y) visits in the current stage
+    visits: torch.Tensor    # (n_x, n_y) visits over the whole run (the visited mask)
     ln_f: float
     walkers: int = 1        # walkers sharing this estimate (all ranks of the window)
     stage: int = 0          # completed reductions of ln f
     one_over_t: bool = False  # True once the 1/t schedule took over
     converged: bool = False
-    acc_sum: torch.Tensor | None = None  # (n_xw, n_y) sum of hard test accuracy over visits (wlmd
-                                         # with a smoothed accuracy as y); its mean is acc_sum / visits
+    flatness: float = 0.0   # at the last flatness check
+    accuracy_sum: torch.Tensor | None = None  # (n_x, n_y) hard test accuracy summed over visits (wlmd
+                                              # with a smoothed accuracy as y); mean = accuracy_sum / visits
 
     @classmethod
-    def zeros(cls, n_xw: int, n_y: int, ln_f: float, device: torch.device, walkers: int = 1,
-              with_accuracy: bool = False) -> "Estimate":
-        z = lambda: torch.zeros(n_xw, n_y, dtype=torch.float64, device=device)  # noqa: E731
-        return cls(z(), z(), z(), ln_f, walkers, acc_sum=z() if with_accuracy else None)
+    def zeros(cls, shape: tuple[int, int], ln_f: float, device: torch.device, walkers: int = 1,
+              with_accuracy: bool = False) -> Estimate:
+        z = lambda: torch.zeros(shape, dtype=torch.float64, device=device)  # noqa: E731
+        return cls(z(), z(), z(), ln_f, walkers, accuracy_sum=z() if with_accuracy else None)
 
     def merged_arrays(self) -> tuple[str, ...]:
         """Names of the arrays whose increments the ranks of a window sum."""
-        return ("ln_g", "hist", "visits") + (("acc_sum",) if self.acc_sum is not None else ())
+        return ("ln_g", "hist", "visits") + (("accuracy_sum",) if self.accuracy_sum is not None else ())
 
+    def to_record(self) -> EstimateRecord:
+        n = lambda a: a.cpu().numpy()  # noqa: E731
+        return EstimateRecord(ln_g=n(self.ln_g), hist=n(self.hist), visits=n(self.visits), ln_f=self.ln_f,
+                              stage=self.stage, one_over_t=self.one_over_t, converged=self.converged,
+                              flatness=self.flatness,
+                              accuracy_sum=None if self.accuracy_sum is None else n(self.accuracy_sum))
 
-def bin_cvs(grid: Grid, x: torch.Tensor, y: torch.Tensor, x_lo: int, n_xw: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Local bins of CVs x, y (B,): returns ix (B,) in [0, n_xw), iy (B,) and inside (B,) bool.
-
-    Out-of-window values are flagged by `inside` and their indices clamped so lookups stay legal.
-    """
-    ix = grid.x.index(x) - x_lo
-    iy = grid.y.index(y)
-    inside = (ix >= 0) & (ix < n_xw) & (iy >= 0) & (iy < grid.y.bins)
-    return ix.clamp_(0, n_xw - 1), iy.clamp_(0, grid.y.bins - 1), inside
+    @classmethod
+    def from_record(cls, rec: EstimateRecord, walkers: int, device: torch.device) -> Estimate:
+        t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
+        return cls(t(rec.ln_g), t(rec.hist), t(rec.visits), float(rec.ln_f), walkers, int(rec.stage),
+                   bool(rec.one_over_t), bool(rec.converged), float(rec.flatness),
+                   None if rec.accuracy_sum is None else t(rec.accuracy_sum))
 
 
 def wl_accept(ln_g: torch.Tensor, ix_old: torch.Tensor, iy_old: torch.Tensor, ix_new: torch.Tensor,
@@ -71,11 +74,11 @@ def deposit(est: Estimate, ix: torch.Tensor, iy: torch.Tensor) -> None:
 
 
 def _count_visits(est: Estimate, flat: torch.Tensor, counts: torch.Tensor, accuracy: torch.Tensor | None = None) -> None:
-    """hist and visits += counts (B,) at the flat bins (B,); acc_sum += counts x accuracy (B,)."""
+    """hist and visits += counts (B,) at the flat bins (B,); accuracy_sum += counts x accuracy (B,)."""
     est.hist.view(-1).index_add_(0, flat, counts)
     est.visits.view(-1).index_add_(0, flat, counts)
-    if accuracy is not None and est.acc_sum is not None:
-        est.acc_sum.view(-1).index_add_(0, flat, counts * accuracy.double())
+    if accuracy is not None and est.accuracy_sum is not None:
+        est.accuracy_sum.view(-1).index_add_(0, flat, counts * accuracy.double())
 
 
 def gaussian_kernel(width_bins: float, dtype: torch.dtype = torch.float64, device: torch.device | None = None) -> torch.Tensor:
@@ -149,17 +152,6 @@ def wall_slope(values: torch.Tensor, lo: float, hi: float, strength: float) -> t
     return 2.0 * strength * (torch.relu(values - hi) - torch.relu(lo - values))
 
 
-def ramp_ln_f(cfg: ScheduleConfig, step: int) -> float:
-    """The ramp-plateau-1/t factor at `step`: linear rise to ln_f_initial over ramp_steps, constant
-    up to plateau_end, then ln_f_initial * decay_time / (step - plateau_end + decay_time)."""
-    top = cfg.ln_f_initial
-    if step < cfg.ramp_steps:
-        return top * step / cfg.ramp_steps
-    if step <= cfg.plateau_end:
-        return top
-    return top * cfg.decay_time / (step - cfg.plateau_end + cfg.decay_time)
-
-
 def established_bins(visits: torch.Tensor, min_fraction: float) -> torch.Tensor:
     """Bins visited at least `min_fraction` x the mean visits of visited bins over the run (bool).
 
@@ -185,47 +177,3 @@ def flatness(hist: torch.Tensor, visits: torch.Tensor, min_fraction: float) -> f
         return 0.0
     mean = float(h.mean())
     return float(h.min()) / mean if mean > 0 else 0.0
-
-
-def advance_schedule(est: Estimate, cfg: ScheduleConfig, flat: float, steps_per_bin: float, step: int = 0) -> bool:
-    """Apply the ln f schedule after a flatness check; returns True when the histogram was reset.
-
-    halving: ln f /= 2 whenever min H >= threshold * mean H over the visited bins.
-    1/t (Belardinelli-Pereyra 2007): ln f /= 2 whenever every visited bin was seen again in this
-    stage (min H > 0; their criterion, which rare fringe bins of a 2-D grid cannot stall), until
-    ln f < 1/t; then ln f = 1/t with t = steps per visited bin of one walker, so the error keeps falling
-    as t^-1/2 instead of saturating.
-    ramp: ln f follows ``ramp_ln_f`` of the step; the histogram is never reset.
-    A window converges once ln f <= ln_f_final; its estimate is then frozen.
-    """
-    if est.converged:
-        return False
-    reset = False
-    if cfg.kind == "ramp":
-        pass                # a function of the step, set by the driver before every step
-    elif est.one_over_t:
-        est.ln_f = min(est.ln_f, 1.0 / steps_per_bin)
-    elif (flat > 0) if cfg.kind == "1/t" else (flat >= cfg.flatness):
-        before = est.ln_f
-        est.ln_f /= 2.0
-        est.stage += 1
-        reset = True
-        if cfg.kind == "1/t" and est.ln_f < 1.0 / steps_per_bin:
-            est.one_over_t = True
-            est.ln_f = min(before, 1.0 / steps_per_bin)   # ln f never grows
-    if reset:
-        est.hist.zero_()
-    decaying = cfg.kind != "ramp" or step > cfg.plateau_end   # the ramp starts at ln f = 0
-    if decaying and est.ln_f <= cfg.ln_f_final:
-        est.converged = True
-    return reset
-
-
-def schedule_progress(ln_f: float, converged: bool, cfg: ScheduleConfig, step: int = 0) -> float:
-    """Fraction of the way from ln_f_initial to ln_f_final on a log scale, in [0, 1]."""
-    if converged:
-        return 1.0
-    if cfg.kind == "ramp" and step <= cfg.plateau_end:
-        return 0.0
-    span = math.log(cfg.ln_f_initial / cfg.ln_f_final)
-    return min(1.0, max(0.0, math.log(cfg.ln_f_initial / ln_f) / span))

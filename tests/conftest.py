@@ -1,20 +1,27 @@
-"""Shared helpers: decks written into tmp_path, and rewl run as a real (mpiexec) subprocess."""
+"""Shared helpers: one deck builder, rewl run as a real (mpiexec) subprocess, run comparison.
+
+Tiers (markers, see setup.cfg): ``mpi`` tests start rewl as subprocesses (under mpiexec or
+alone), ``slow`` in-process tests take more than a few seconds. ``make test-fast`` runs the rest.
+"""
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from rewl.storage import Checkpoint, RunStore
+from rewl.storage import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MPIEXEC = str(BIN / "mpiexec")
+DATA = Path(__file__).resolve().parent / "data"
 
 
 def rewl_cmd(args: list[str], ranks: int | None = None) -> list[str]:
@@ -35,62 +42,163 @@ def run_rewl(args: list[str], ranks: int | None = None, timeout: float = 300, cw
                           env=env(), cwd=cwd or ROOT)
 
 
-SPIRAL_DECK = """
-[run]
-seed = {seed}
-max_steps = {max_steps}
+# ----------------------------------------------------------------------------------------------
+# decks: base decks as nested dicts, overridden table by table
 
-[task]
-kind = "spiral"
-train_per_class = 20
-test_per_class = 20
+_SPIRAL_NET = {"task": {"kind": "spiral", "train_per_class": 20, "test_per_class": 20},
+               "model": {"hidden": [6, 6, 6]}}
 
-[model]
-hidden = [6, 6, 6]
+BASES: dict[str, dict[str, dict[str, Any]]] = {
+    # WLMC on the 116-parameter spiral net (y = hard test accuracy, default grid)
+    "spiral": {
+        "run": {"seed": 1, "max_steps": 2000}, **_SPIRAL_NET,
+        "sampler": {"walkers_per_rank": 32, "sync_interval": 50, "adapt_interval": 500},
+        "grid.x": {"min": -1.5, "max": 1.5, "width": 0.1},
+        "windows": {"count": 1, "overlap": 0.75, "ranks_per_window": 1},
+        "schedule": {"kind": "1/t", "check_interval": 500},
+        "exchange": {"interval": 50},
+        "init": {"equilibration_steps": 100},
+        "output": {"checkpoint_interval": 1000, "log_interval": 1.0},
+    },
+    # WLMD on the same net, y = smoothed accuracy
+    "spiral_md": {
+        "run": {"seed": 3, "max_steps": 1000},
+        "task": {**_SPIRAL_NET["task"], "accuracy_k": 5.0}, "model": _SPIRAL_NET["model"],
+        "sampler": {"kind": "wlmd", "walkers_per_rank": 32, "dt": 0.01, "gamma": 0.1, "kernel_width": 1.0,
+                    "wall_strength": 20.0, "sync_interval": 50},
+        "grid.x": {"min": -1.5, "max": 1.0, "width": 0.1},
+        "grid.y": {"min": 0.0, "max": 1.0, "width": 0.05},
+        "windows": {"count": 2, "overlap": 0.75},
+        "schedule": {"kind": "1/t", "check_interval": 500},
+        "exchange": {"interval": 50},
+        "init": {"equilibration_steps": 100},
+        "output": {"checkpoint_interval": 1000, "log_interval": 1.0},
+    },
+    # WLMC on box_quadratic (exact entropy known); the grid is set by each test
+    "box": {
+        "run": {"seed": 11, "max_steps": 60_000},
+        "task": {"kind": "box_quadratic", "n": 4, "m": 2, "half_width": 1.0},
+        "sampler": {"walkers_per_rank": 64, "sigma_initial": 0.3},
+        "windows": {"count": 4, "overlap": 0.75},
+        "schedule": {"kind": "1/t", "ln_f_final": 1e-6},
+        "output": {"checkpoint_interval": 10_000},
+    },
+    # WLMD on box_quadratic where S = ln E1 + ln E2 + const on the whole grid
+    "box_md": {
+        "run": {"seed": 7, "max_steps": 40_000},
+        "task": {"kind": "box_quadratic", "n": 4, "m": 2},
+        "sampler": {"kind": "wlmd", "walkers_per_rank": 64, "dt": 0.01, "gamma": 0.1, "kernel_width": 2.0,
+                    "wall_strength": 20.0, "sync_interval": 100},
+        "grid.x": {"min": -3.0, "max": 0.0, "width": 0.15},
+        "grid.y": {"min": -3.0, "max": 0.0, "width": 0.15},
+        "windows": {"count": 2, "overlap": 0.75},
+        "schedule": {"kind": "1/t"},
+        "init": {"equilibration_steps": 200},
+        "output": {"checkpoint_interval": 20_000, "log_interval": 5.0},
+    },
+    # WLMD on spiral regression (FNN 2 -> 8 -> 8 -> 1), with Adam baselines
+    "regression": {
+        "run": {"seed": 2, "max_steps": 1000},
+        "task": {"kind": "spiral_regression", "points": 100},
+        "model": {"hidden": [8, 8]},
+        "sampler": {"kind": "wlmd", "walkers_per_rank": 16, "dt": 0.001, "wall_strength": 3000.0},
+        "grid.x": {"min": -3.0, "max": 1.0, "width": 0.1},
+        "grid.y": {"min": -4.0, "max": 4.0, "width": 0.1},
+        "windows": {"count": 2},
+        "schedule": {"kind": "halving"},
+        "init": {"equilibration_steps": 100},
+        "output": {"checkpoint_interval": 1000},
+        "baseline": {"optimizer": "adam", "learning_rate": 0.01, "batch_size": 10, "steps": 300, "runs": 8},
+    },
+}
 
-[sampler]
-walkers_per_rank = {walkers}
-sync_interval = 50
-adapt_interval = 500
 
-[grid.x]
-min = -1.5
-max = 1.5
-width = 0.1
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML for {value!r}")
 
-[windows]
-count = {windows}
-overlap = 0.75
-ranks_per_window = {ranks_per_window}
 
-[schedule]
-kind = "1/t"
-check_interval = 500
-
-[exchange]
-interval = 50
-
-[init]
-equilibration_steps = 100
-
-[output]
-dir = "{out}"
-checkpoint_interval = {checkpoint_interval}
-log_interval = 1.0
-"""
+def deck_text(base: str, **tables: dict[str, Any] | None) -> str:
+    """The TOML of base deck `base` with tables updated key by key; a table given as None is
+    removed. Dotted tables are named with '__': grid__x={"width": 0.2}."""
+    deck = copy.deepcopy(BASES[base])
+    for name, values in tables.items():
+        name = name.replace("__", ".")
+        if values is None:
+            deck.pop(name, None)
+        else:
+            deck.setdefault(name, {}).update(values)
+    return "".join(f"[{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items()) + "\n"
+                   for name, values in deck.items())
 
 
 @pytest.fixture
-def spiral_deck(tmp_path: Path):
-    """Write a small spiral deck; returns its path. Keyword arguments fill the template."""
-    def make(name: str = "spiral.toml", **kw) -> Path:
-        values = dict(seed=1, max_steps=2000, walkers=32, windows=1, ranks_per_window=1,
-                      checkpoint_interval=1000, out=str(tmp_path / "run"))
-        values.update(kw)
-        path = tmp_path / name
-        path.write_text(textwrap.dedent(SPIRAL_DECK.format(**values)))
+def make_deck(tmp_path: Path):
+    """make_deck(base, name, **tables): write tmp_path/NAME.toml whose output goes to tmp_path/NAME
+    (unless [output] dir is given); returns its path."""
+    def make(base: str = "spiral", name: str = "deck", **tables: dict[str, Any] | None) -> Path:
+        output = {"dir": str(tmp_path / name), **(tables.pop("output", None) or {})}
+        path = tmp_path / f"{name}.toml"
+        path.write_text(deck_text(base, output=output, **tables))
         return path
     return make
+
+
+@pytest.fixture
+def spiral_deck(make_deck, tmp_path: Path):
+    """The WLMC spiral deck with the knobs most tests turn; output in tmp_path/run unless `out`."""
+    def make(name: str = "spiral.toml", seed: int = 1, max_steps: int = 2000, walkers: int = 32, windows: int = 1,
+             ranks_per_window: int = 1, checkpoint_interval: int = 1000, out: str | None = None,
+             **tables: dict[str, Any]) -> Path:
+        output = {"dir": out or str(tmp_path / "run"), "checkpoint_interval": checkpoint_interval}
+        return make_deck("spiral", Path(name).stem, run={"seed": seed, "max_steps": max_steps},
+                         sampler={"walkers_per_rank": walkers},
+                         windows={"count": windows, "ranks_per_window": ranks_per_window}, output=output, **tables)
+    return make
+
+
+# ----------------------------------------------------------------------------------------------
+# comparing runs
+
+
+def flat_fields(record: Any, prefix: str = "") -> dict[str, Any]:
+    """Every leaf of a record (dataclasses, dicts and lists of them, nested) by its dotted name."""
+    if dataclasses.is_dataclass(record):
+        record = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    if isinstance(record, dict):
+        items = record.items()
+    elif isinstance(record, list) and record and (dataclasses.is_dataclass(record[0]) or isinstance(record[0], dict)):
+        items = ((str(k), item) for k, item in enumerate(record))
+    else:
+        return {prefix.rstrip("."): record}
+    out = {}
+    for name, value in items:
+        out.update(flat_fields(value, f"{prefix}{name}."))
+    return out
+
+
+WALL_CLOCK = ("elapsed_seconds", "init_seconds")
+
+
+def assert_same_records(a: Any, b: Any) -> None:
+    """Two records are equal in every field (bit for bit), wall-clock times excepted."""
+    fa, fb = flat_fields(a), flat_fields(b)
+    assert fa.keys() == fb.keys()
+    for name, va in fa.items():
+        if name.rsplit(".", 1)[-1] in WALL_CLOCK or name in ("deck_text", "deck_path"):
+            continue
+        vb = fb[name]
+        if isinstance(va, np.ndarray):
+            np.testing.assert_array_equal(va, vb, err_msg=name)
+        else:
+            assert va == vb, name
 
 
 def assert_same_run(a: RunStore, b: RunStore, ranks: int, steps: int) -> None:
@@ -98,22 +206,8 @@ def assert_same_run(a: RunStore, b: RunStore, ranks: int, steps: int) -> None:
     checkpoint (wall-clock times excepted)."""
     ra, rb = a.read_run(), b.read_run()
     assert ra.status == rb.status == "budget-exhausted" and ra.steps == rb.steps == steps
-    for wa, wb in zip(ra.windows, rb.windows):
-        for name in ("ln_g", "hist", "visits", "accuracy_sum"):
-            np.testing.assert_array_equal(getattr(wa, name), getattr(wb, name))
-        assert (wa.ln_f, wa.stage, wa.converged, wa.flatness) == (wb.ln_f, wb.stage, wb.converged, wb.flatness)
-    for name in ("move_attempted", "move_accepted", "swap_attempted", "swap_accepted",
-                 "history_step", "history_ln_f", "history_flatness"):
-        np.testing.assert_array_equal(getattr(ra, name), getattr(rb, name))
+    assert_same_records(ra, rb)
     step = a.latest_step()
     assert step == b.latest_step() == steps
     for rank in range(ranks):
-        ca, cb = a.read_checkpoint(step, rank), b.read_checkpoint(step, rank)
-        for field in Checkpoint.__dataclass_fields__:
-            if field in ("elapsed_seconds", "init_seconds"):
-                continue
-            va, vb = getattr(ca, field), getattr(cb, field)
-            if isinstance(va, np.ndarray):
-                np.testing.assert_array_equal(va, vb, err_msg=field)
-            else:
-                assert va == vb, field
+        assert_same_records(a.read_checkpoint(step, rank), b.read_checkpoint(step, rank))

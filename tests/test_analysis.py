@@ -11,7 +11,7 @@ import pytest
 from analysis.landscape import AnalysisError, Landscape, equilibrium, equilibrium_accuracy, join_windows, sgd_curve
 from conftest import run_rewl
 from rewl.grid import window_bins
-from rewl.storage import BaselineRecord, RunRecord, WindowRecord
+from rewl.storage import BaselineRecord, History, RunRecord, WindowRecord
 
 
 def synthetic_run(truth: np.ndarray, bins: list[tuple[int, int]], offsets: list[float], noise: float,
@@ -24,12 +24,16 @@ def synthetic_run(truth: np.ndarray, bins: list[tuple[int, int]], offsets: list[
     for (lo, hi), off in zip(bins, offsets):
         v = np.where(visited[lo:hi], 1000.0, 0.0)
         g = np.where(visited[lo:hi], truth[lo:hi] + off + noise * rng.standard_normal((hi - lo, n_y)), 0.0)
-        windows.append(WindowRecord((lo, hi), g, v.copy(), v, 1e-6, 20, True, True, 0.9, 10, 0.1))
+        windows.append(WindowRecord(x_bins=(lo, hi), ln_g=g, hist=v.copy(), visits=v, ln_f=1e-6, stage=20,
+                                    one_over_t=True, converged=True, flatness=0.9, init_iterations=10,
+                                    init_seconds=0.1))
     w = len(bins)
-    return RunRecord("", "synthetic.toml", "budget-exhausted", "synthetic", "wlmc", "x", "y", 10, 1, 1, 1, 1, 0.0,
-                     np.linspace(-2, 2, n_x + 1), np.linspace(0, 1, n_y + 1), windows, ["g"], np.ones((w, 1)),
-                     np.ones((w, 1)), np.ones(w - 1), np.ones(w - 1), np.zeros(0, dtype=np.int64),
-                     np.zeros((0, w)), np.zeros((0, w)))
+    return RunRecord(deck_text="", deck_path="synthetic.toml", status="budget-exhausted", task="synthetic",
+                     sampler="wlmc", x_label="x", y_label="y", n_params=10, ranks_per_window=1, walkers_per_rank=1,
+                     steps=1, max_steps=1, elapsed_seconds=0.0, x_edges=np.linspace(-2, 2, n_x + 1),
+                     y_edges=np.linspace(0, 1, n_y + 1), windows=windows, group_names=["g"],
+                     move_attempted=np.ones((w, 1)), move_accepted=np.ones((w, 1)), swap_attempted=np.ones(w - 1),
+                     swap_accepted=np.ones(w - 1), history=History.empty(w))
 
 
 def _truth(n_x=40, n_y=12) -> np.ndarray:
@@ -98,7 +102,8 @@ def test_equilibrium_ignores_unvisited_and_survives_huge_entropy():
 
 
 def test_sgd_curve_averages_each_run_once_per_bin():
-    base = BaselineRecord("", "d.toml", "spiral", "sgd", 0.1, 10, "x", "y", np.arange(3),
+    base = BaselineRecord(deck_text="", deck_path="d.toml", task="spiral", optimizer="sgd", learning_rate=0.1,
+                          batch_size=10, x_label="x", y_label="y", step=np.arange(3),
                           x=np.array([[0.5, 0.6, 1.5], [0.5, 1.5, 1.6]]), y=np.array([[0.2, 0.4, 0.9], [0.6, 1.0, 0.8]]),
                           accuracy=np.full((2, 3), np.nan), elapsed_seconds=0.0)
     curve = sgd_curve(base, np.array([0.0, 1.0, 2.0]))
@@ -112,6 +117,7 @@ def _not_blank(path) -> bool:
     return img.ndim == 3 and float(img[..., :3].std()) > 0.05
 
 
+@pytest.mark.mpi
 def test_real_run_through_join_equilibrium_and_every_figure(spiral_deck, tmp_path):
     runs = []
     for seed in (1, 2):
@@ -120,9 +126,9 @@ def test_real_run_through_join_equilibrium_and_every_figure(spiral_deck, tmp_pat
         proc = run_rewl(["run", str(deck)], ranks=2, timeout=300)
         assert proc.returncode == 0, proc.stderr
         runs.append(str(tmp_path / f"run{seed}"))
-    deck_text = (tmp_path / "s1.toml").read_text() + "\n[baseline]\nsteps = 300\nruns = 20\n"
-    (tmp_path / "sgd.toml").write_text(deck_text)
-    proc = run_rewl(["sgd", str(tmp_path / "sgd.toml"), "--out", str(tmp_path / "sgd")])
+    sgd_deck = spiral_deck("sgd.toml", windows=2, walkers=64, out=str(tmp_path / "sgd"),
+                           baseline={"steps": 300, "runs": 20})
+    proc = run_rewl(["sgd", str(sgd_deck)])
     assert proc.returncode == 0, proc.stderr
     sgd = str(tmp_path / "sgd" / "baseline.h5")
 
@@ -158,6 +164,7 @@ def run_analysis(args: list[str]):
                           env=env(), cwd=ROOT)
 
 
+@pytest.mark.mpi
 def test_bad_arguments_get_clear_errors(spiral_deck, tmp_path):
     proc = run_analysis(["report", str(tmp_path / "missing")])
     assert proc.returncode == 2 and "no such file" in proc.stderr
@@ -166,8 +173,8 @@ def test_bad_arguments_get_clear_errors(spiral_deck, tmp_path):
     proc = run_analysis(["report", str(text)])
     assert proc.returncode == 2 and "run file" in proc.stderr
     for seed, width in ((1, 0.1), (2, 0.2)):
-        deck = spiral_deck(f"g{seed}.toml", seed=seed, max_steps=500, out=str(tmp_path / f"g{seed}"))
-        deck.write_text(deck.read_text().replace("width = 0.1", f"width = {width}"))
+        deck = spiral_deck(f"g{seed}.toml", seed=seed, max_steps=500, out=str(tmp_path / f"g{seed}"),
+                           grid__x={"width": width})
         assert run_rewl(["run", str(deck)]).returncode == 0
     proc = run_analysis(["report", str(tmp_path / "g1"), str(tmp_path / "g2")])
     assert proc.returncode == 2 and "grid differs" in proc.stderr

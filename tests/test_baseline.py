@@ -7,19 +7,21 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, run_rewl
+from conftest import ROOT, deck_text, run_rewl
 from rewl.baseline import train_baselines
 from rewl.config import parse
 from rewl.storage import RunStore
 from rewl.tasks import make_task
 
-DECK = '[task]\nkind = "spiral"\n[model]\ndtype = "float64"\n[grid.x]\nmin = -2.0\nmax = 2.0\nwidth = 0.1\n[windows]\ncount = 1\n'
+
+def deck(**baseline) -> str:
+    """The spiral net in float64 (100 test points), with [baseline] keys."""
+    return deck_text("spiral", task={"test_per_class": 50}, model={"dtype": "float64"}, baseline=baseline)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_batched_full_batch_training_equals_plain_loop(optimizer):
-    cfg = parse(DECK + f'[baseline]\noptimizer = "{optimizer}"\nlearning_rate = 0.05\nbatch_size = 0\n'
-                       'steps = 30\nrecord_interval = 10\nruns = 3\n')
+    cfg = parse(deck(optimizer=optimizer, learning_rate=0.05, batch_size=0, steps=30, record_interval=10, runs=3))
     rec = train_baselines(cfg)
     assert rec.x.shape == (3, 4) and rec.step.tolist() == [0, 10, 20, 30]
     task = make_task(cfg, torch.device("cpu"))
@@ -43,16 +45,16 @@ def test_batched_full_batch_training_equals_plain_loop(optimizer):
 
 
 def test_minibatch_runs_are_independent_and_learn():
-    cfg = parse(DECK + "[baseline]\nbatch_size = 10\nsteps = 600\nrecord_interval = 100\nruns = 16\n")
+    cfg = parse(deck(batch_size=10, steps=600, record_interval=100, runs=16))
     rec = train_baselines(cfg)
     assert len(np.unique(rec.x[:, 0])) == 16                  # different initial weights
     assert rec.x[:, -1].mean() < rec.x[:, 0].mean() - 0.3      # training lowers the loss
     assert rec.y[:, -1].mean() > 0.55
 
 
+@pytest.mark.mpi
 def test_sgd_command_writes_and_protects_baseline(spiral_deck, tmp_path):
-    deck = spiral_deck()
-    deck.write_text(deck.read_text() + "\n[baseline]\nsteps = 20\nrecord_interval = 5\nruns = 4\n")
+    deck = spiral_deck(baseline={"steps": 20, "record_interval": 5, "runs": 4})
     proc = run_rewl(["sgd", str(deck)])
     assert proc.returncode == 0, proc.stderr
     rec = RunStore.read_baseline(tmp_path / "run" / "baseline.h5")
@@ -64,6 +66,7 @@ def test_sgd_command_writes_and_protects_baseline(spiral_deck, tmp_path):
     assert RunStore.read_baseline(tmp_path / "run" / "baseline.h5").runs == 2
 
 
+@pytest.mark.mpi
 def test_sgd_on_a_task_without_network_is_refused():
     proc = run_rewl(["sgd", str(ROOT / "inputs" / "box_quadratic.toml"), "--out", "/tmp/rewl-never-written"])
     assert proc.returncode == 2 and "no network" in proc.stderr
@@ -71,7 +74,7 @@ def test_sgd_on_a_task_without_network_is_refused():
 
 def test_bad_baseline_values(tmp_path):
     from rewl.config import DeckError
-    for text, key in (("optimizer = 'rmsprop'", "[baseline] optimizer"), ("batch_size = 100", "[baseline] batch_size"),
-                      ("learning_rate = -1.0", "[baseline] learning_rate")):
+    for values, key in (({"optimizer": "rmsprop"}, "[baseline] optimizer"), ({"batch_size": 100}, "[baseline] batch_size"),
+                        ({"learning_rate": -1.0}, "[baseline] learning_rate")):
         with pytest.raises(DeckError, match=key.replace("[", r"\[").replace("]", r"\]")):
-            parse(DECK + "[baseline]\n" + text + "\n")
+            parse(deck(**values))

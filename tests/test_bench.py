@@ -5,6 +5,8 @@ import pytest
 
 from conftest import ROOT, run_rewl
 
+pytestmark = pytest.mark.mpi
+
 
 @pytest.mark.parametrize("deck,sampler", [("quick.toml", "wlmc"), ("spiral_md.toml", "wlmd")])
 def test_bench_reports_batched_and_plain_rates(deck, sampler):

@@ -7,48 +7,17 @@ import numpy as np
 import pytest
 
 from conftest import run_rewl
-from exact import box_entropy, max_error_after_constant
 from rewl.storage import RunStore
-
-DECK = """
-[run]
-seed = {seed}
-max_steps = {steps}
-[task]
-kind = "box_quadratic"
-n = {n}
-m = {m}
-half_width = 1.0
-[sampler]
-walkers_per_rank = 64
-sigma_initial = 0.3
-[grid.x]
-min = {lo}
-max = {hi}
-width = {width}
-[grid.y]
-min = {lo}
-max = {hi}
-width = {width}
-[windows]
-count = 4
-overlap = 0.75
-[schedule]
-kind = "1/t"
-ln_f_final = 1e-6
-[output]
-dir = "{out}"
-checkpoint_interval = 10000
-"""
+from rewl.testsystems import box_entropy, max_error_after_constant
 
 
+@pytest.mark.mpi
 @pytest.mark.parametrize("n,m", [(4, 2), (6, 3)])
-def test_box_quadratic_recovers_exact_entropy(tmp_path, n, m):
+def test_box_quadratic_recovers_exact_entropy(make_deck, tmp_path, n, m):
     # x and y up to ln 2 = ln(2 a^2): the whole grid lies in the closed-form region
     hi, width = math.log(2.0), 0.15
-    lo = hi - 24 * width
-    deck = tmp_path / "box.toml"
-    deck.write_text(DECK.format(seed=11, steps=60_000, n=n, m=m, lo=lo, hi=hi, width=width, out=tmp_path / "run"))
+    axis = {"min": hi - 24 * width, "max": hi, "width": width}
+    deck = make_deck("box", "run", task={"n": n, "m": m}, grid__x=axis, grid__y=axis)
     proc = run_rewl(["run", str(deck)], ranks=4, timeout=900)
     assert proc.returncode == 0, proc.stderr
     rec = RunStore(tmp_path / "run").read_run()

@@ -60,6 +60,7 @@ BAD = [
     ("plateau before ramp end", GOOD + "[schedule]\nkind = 'ramp'\nramp_steps = 100\nplateau_end = 50\n",
      ["[schedule] plateau_end", "ramp_steps"]),
     ("decay time zero", GOOD + "[schedule]\nkind = 'ramp'\ndecay_time = 0\n", ["[schedule] decay_time", "> 0"]),
+    ("key of another task", GOOD.replace('kind = "spiral"', 'kind = "spiral"\nn = 3'), ["[task] n", "'box_quadratic'"]),
     ("regression batch too big", '[task]\nkind = "spiral_regression"\npoints = 40\n[grid.x]\nmin=-1.0\nmax=0.0\n'
      'width=0.1\n[grid.y]\nmin=-1.0\nmax=0.0\nwidth=0.1\n[baseline]\nbatch_size = 30\n', ["[baseline] batch_size", "20"]),
 ]
@@ -82,6 +83,7 @@ def test_bad_deck_messages(name, text, words):
         assert word in message, message
 
 
+@pytest.mark.mpi
 def test_bad_decks_exit_2_through_cli(tmp_path):
     """Ten kinds of bad deck through `python -m rewl check` and `run`: exit 2, the key named once."""
     for k, (name, text, words) in enumerate(BAD[:10]):
@@ -94,6 +96,7 @@ def test_bad_decks_exit_2_through_cli(tmp_path):
         assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.mpi
 def test_bad_deck_under_mpiexec_reported_once(tmp_path):
     deck = tmp_path / "bad.toml"
     deck.write_text(BAD[0][1])
@@ -107,6 +110,7 @@ def test_missing_deck_file(tmp_path):
         load(tmp_path / "nope.toml")
 
 
+@pytest.mark.mpi
 def test_shipped_decks_validate():
     from conftest import ROOT
     for deck in sorted((ROOT / "inputs").glob("*.toml")):

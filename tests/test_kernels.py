@@ -1,4 +1,5 @@
-"""Unit tests of the pure array layers: grid, Wang-Landau kernels, moves, models, observables."""
+"""Unit tests of the pure array layers: grid and windows, Wang-Landau kernels, schedules, samplers,
+models, observables."""
 from __future__ import annotations
 
 import math
@@ -7,25 +8,50 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, deck_text
 from rewl.config import ScheduleConfig, load, parse
 from rewl.exchange import swap_log_ratio
-from rewl.grid import Axis, Grid, window_bins
-from rewl.models import FNN, MLPForward, VmapForward, n_params, param_layout
-from rewl.moves import (Langevin, MDCounters, MoveSizes, Walkers, drive_into_window, reflect_at_box, thermal_velocities,
-                        wlmc_step, wlmd_step)
+from rewl.grid import Axis, Grid, Window, window_bins
+from rewl.models import FNN, MLPForward, n_params, param_layout
 from rewl.observables import accuracy, cross_entropy, smooth_accuracy
+from rewl.samplers.wlmc import MoveSizes, wlmc_step
+from rewl.samplers.wlmd import Langevin, MDCounters, reflect_at_box, thermal_velocities, wlmd_step
+from rewl.schedule import make_schedule
 from rewl.tasks import make_task, spiral_data
-from rewl.wl import (Estimate, advance_schedule, bin_cvs, deposit, deposit_kernel, entropy_slopes, established_bins,
-                     flatness, gaussian_kernel, ramp_ln_f, reflect, wall_slope, wl_accept)
+from rewl.testsystems import box_entropy
+from rewl.walkers import Walkers, drive_into_window
+from rewl.wl import (
+    Estimate,
+    deposit,
+    deposit_kernel,
+    entropy_slopes,
+    established_bins,
+    flatness,
+    gaussian_kernel,
+    reflect,
+    wall_slope,
+    wl_accept,
+)
 
-SPIRAL = '[task]\nkind = "spiral"\n[grid.x]\nmin = -2.0\nmax = 2.0\nwidth = 0.1\n[windows]\ncount = 2\n'
-BOX = ('[task]\nkind = "box_quadratic"\nn = 3\nm = 1\n[grid.x]\nmin = -4.0\nmax = 0.0\nwidth = 0.25\n'
-       '[grid.y]\nmin = -4.0\nmax = 0.6\nwidth = 0.2\n[windows]\ncount = 1\n')
+SPIRAL_TABLES = {"task": {"test_per_class": 50}, "grid__x": {"min": -2.0, "max": 2.0}}
+SPIRAL = deck_text("spiral", **SPIRAL_TABLES)
+
+
+def box_deck(n: int = 3, m: int = 1, x: tuple[float, float, float] = (-4.0, 0.0, 0.25),
+             y: tuple[float, float, float] = (-4.0, 0.6, 0.2), base: str = "box", **tables) -> str:
+    """box_quadratic in one window, with grid axes (min, max, width)."""
+    axis = lambda a: dict(zip(("min", "max", "width"), a))  # noqa: E731
+    return deck_text(base, task={"n": n, "m": m}, grid__x=axis(x), grid__y=axis(y), windows={"count": 1}, **tables)
+
+
+def whole_grid(cfg) -> Window:
+    """The single window of a one-window deck."""
+    return Window.split(cfg.grid, 1, 0.75)[0]
 
 
 def test_axis_index_edges_and_outside():
-    ax = Axis(-1.0, 1.0, 0.5, 4)
+    ax = Axis(-1.0, 1.0, 0.5)
+    assert ax.bins == 4
     v = torch.tensor([-1.0, -0.51, -0.5, 0.99, 1.0, -1.01, float("nan"), float("-inf")])
     assert ax.index(v).tolist() == [0, 0, 1, 3, 4, 0 - 1, -1, -1]
     np.testing.assert_allclose(ax.edges, [-1, -0.5, 0, 0.5, 1])
@@ -45,7 +71,7 @@ def test_window_bins_cover_grid_with_overlap():
 
 
 def test_deposit_counts_repeated_bins_and_flatness():
-    est = Estimate.zeros(3, 2, 0.5, torch.device("cpu"))
+    est = Estimate.zeros((3, 2), 0.5, torch.device("cpu"))
     deposit(est, torch.tensor([0, 0, 2]), torch.tensor([1, 1, 0]))
     assert est.hist.tolist() == [[0, 2], [0, 0], [1, 0]]
     assert est.ln_g.tolist() == [[0, 1.0], [0, 0], [0.5, 0]]
@@ -75,45 +101,69 @@ def test_wl_accept_follows_density_ratio():
     assert not wl_accept(ln_g, zeros, ones, zeros, zeros, ~inside, u).any()
 
 
-def test_bin_cvs_flags_out_of_window():
-    grid = Grid(Axis(0.0, 1.0, 0.1, 10), Axis(0.0, 1.0, 0.5, 2))
-    ix, iy, inside = bin_cvs(grid, torch.tensor([0.35, 0.25, 0.75, 0.35]), torch.tensor([0.2, 0.2, 0.9, 1.2]), 3, 4)
+def test_window_bins_cvs_and_flags_out_of_window():
+    grid = Grid(Axis(0.0, 1.0, 0.1), Axis(0.0, 1.0, 0.5))
+    window = Window(0, grid, 3, 7)
+    assert window.shape == (4, 2) and window.x_range == pytest.approx((0.3, 0.7))
+    ix, iy, inside = window.bin(torch.tensor([0.35, 0.25, 0.75, 0.35]), torch.tensor([0.2, 0.2, 0.9, 1.2]))
     assert ix.tolist() == [0, 0, 3, 0] and iy.tolist() == [0, 0, 1, 1]
     assert inside.tolist() == [True, False, False, False]
+    fx, fy = window.fractional(torch.tensor([0.35]), torch.tensor([0.75]))
+    assert float(fx) == pytest.approx(0.5) and float(fy) == pytest.approx(1.5)
+    windows = Window.split(grid, 2, 0.75)
+    assert windows[0].overlap_with(windows[1]) == (windows[1].lo, windows[0].hi)
 
 
-def _schedule(kind: str) -> ScheduleConfig:
-    return ScheduleConfig(kind=kind, ln_f_initial=1.0, ln_f_final=1e-3, flatness=0.8, check_interval=1)
+def _schedule(kind: str):
+    return make_schedule(ScheduleConfig(kind=kind, ln_f_initial=1.0, ln_f_final=1e-3, flatness=0.8,
+                                        check_interval=1, min_visit_fraction=0.0))
+
+
+def _stage_with(est: Estimate, flat: bool) -> None:
+    """Visits of bin (0, 0) in this stage, and of bin (1, 1) only when `flat`: flatness 1 or 0."""
+    est.hist.zero_()
+    est.hist[0, 0] = 1
+    est.hist[1, 1] = float(flat)
+    est.visits[0, 0] = est.visits[1, 1] = 1
 
 
 def test_halving_schedule():
-    est = Estimate.zeros(2, 2, 1.0, torch.device("cpu"))
-    est.hist += 5
-    assert not advance_schedule(est, _schedule("halving"), 0.5, 10.0)
-    assert est.ln_f == 1.0 and est.hist.sum() == 20
-    assert advance_schedule(est, _schedule("halving"), 0.9, 10.0)
-    assert est.ln_f == 0.5 and est.stage == 1 and est.hist.sum() == 0
+    schedule = _schedule("halving")
+    est = Estimate.zeros((2, 2), 1.0, torch.device("cpu"))
+    _stage_with(est, flat=False)
+    schedule.check(est, 10)
+    assert est.ln_f == 1.0 and est.flatness == 0.0 and est.hist.sum() == 1
+    _stage_with(est, flat=True)
+    schedule.check(est, 10)
+    assert est.ln_f == 0.5 and est.stage == 1 and est.hist.sum() == 0 and est.flatness == 1.0
     for _ in range(9):
-        advance_schedule(est, _schedule("halving"), 0.9, 10.0)
+        _stage_with(est, flat=True)
+        schedule.check(est, 10)
     assert est.ln_f == 2.0 ** -10 and est.converged
-    assert not advance_schedule(est, _schedule("halving"), 0.9, 10.0)
+    _stage_with(est, flat=True)
+    schedule.check(est, 10)
     assert est.ln_f == 2.0 ** -10          # frozen once converged
+    assert schedule.progress(est.ln_f, True, 10) == 1.0 and schedule.progress(1.0, False, 10) == 0.0
 
 
 def test_one_over_t_schedule_switches_and_follows_t():
-    cfg = _schedule("1/t")
-    est = Estimate.zeros(2, 2, 1.0, torch.device("cpu"))
-    advance_schedule(est, cfg, 0.0, 10.0)    # a visited bin not seen again in this stage: wait
+    schedule = _schedule("1/t")
+    est = Estimate.zeros((2, 2), 1.0, torch.device("cpu"))
+    _stage_with(est, flat=False)          # two visited bins; t = step / 2
+    schedule.check(est, 20)               # a visited bin not seen again in this stage: wait
     assert est.ln_f == 1.0 and est.stage == 0
-    advance_schedule(est, cfg, 0.01, 10.0)   # every visited bin seen: halve; 0.5 >= 1/t = 0.1
+    _stage_with(est, flat=True)
+    schedule.check(est, 20)               # every visited bin seen: halve; 0.5 >= 1/t = 0.1
     assert est.ln_f == 0.5 and est.stage == 1 and not est.one_over_t
-    advance_schedule(est, cfg, 0.01, 3.0)    # 0.25 < 1/t = 1/3: switch to ln f = 1/t
+    _stage_with(est, flat=True)
+    schedule.check(est, 6)                # 0.25 < 1/t = 1/3: switch to ln f = 1/t
     assert est.one_over_t and est.ln_f == pytest.approx(1 / 3)
-    advance_schedule(est, cfg, 0.0, 2.0)     # 1/t = 0.5 would raise ln f: it never grows
+    schedule.check(est, 4)                # 1/t = 0.5 would raise ln f: it never grows
     assert est.ln_f == pytest.approx(1 / 3)
-    advance_schedule(est, cfg, 0.0, 50.0)    # flatness no longer matters
+    _stage_with(est, flat=False)
+    schedule.check(est, 100)              # flatness no longer matters
     assert est.ln_f == pytest.approx(1 / 50) and not est.converged
-    advance_schedule(est, cfg, 0.0, 2000.0)
+    schedule.check(est, 4000)
     assert est.ln_f == pytest.approx(1 / 2000) and est.converged
 
 
@@ -137,12 +187,9 @@ def test_batched_forward_matches_module(broadcast):
     inputs = torch.randn(17, 2, dtype=torch.float64)
     walkers = torch.randn(6, n_params(net), dtype=torch.float64)
     fast = MLPForward(net, broadcast=broadcast)(walkers, inputs.t().contiguous())
-    generic = VmapForward(net)(walkers, inputs.t().contiguous())
     for b in range(6):
         torch.nn.utils.vector_to_parameters(walkers[b], net.parameters())
-        expect = net(inputs).t()
-        torch.testing.assert_close(fast[b], expect, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(generic[b], expect, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(fast[b], net(inputs).t(), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("classes", [2, 4])
@@ -205,14 +252,15 @@ def test_spiral_regression_decks_and_mse(width):
 
 
 def test_move_sizes_adapt_toward_target():
-    task = make_task(parse(BOX), torch.device("cpu"))
+    task = make_task(parse(box_deck()), torch.device("cpu"))
     moves = MoveSizes.initial(task, 0.1)
-    moves.attempted += 100
-    moves.accepted += 90
+    group = torch.zeros(100, dtype=torch.long)
+    moves.count(group, torch.arange(100) < 90)
     moves.adapt(task, 0.5)
     assert float(moves.sigma[0]) == pytest.approx(0.1 * 1.8)
-    assert float(moves.total_attempted[0]) == 100 and float(moves.attempted[0]) == 0
-    moves.attempted += 100
+    assert float(moves.attempted[0]) == 100 and float(moves.attempted_since_adapt[0]) == 0
+    moves.count(group, torch.zeros(100, dtype=torch.bool))
+    assert float(moves.attempted[0]) == 200 and float(moves.accepted[0]) == 90
     moves.adapt(task, 0.5)                   # nothing accepted: halve
     assert float(moves.sigma[0]) == pytest.approx(0.09)
 
@@ -220,22 +268,22 @@ def test_move_sizes_adapt_toward_target():
 def test_wlmc_step_respects_box_and_window_and_flattens_1d():
     """One window, one walker batch, on box_quadratic (n=3, m=1): all moves stay in the box and
     the window, and ln g converges to S_1(x) = x / 2 (+ const) along x."""
-    cfg = parse(BOX)
+    cfg = parse(box_deck())
     task = make_task(cfg, torch.device("cpu"))
-    grid = Grid.from_config(cfg.grid)
+    grid, window = cfg.grid, whole_grid(cfg)
     gen = torch.Generator().manual_seed(5)
     params, _ = drive_into_window(task, task.sample_uniform(64, gen), (-4.0, 0.0), (-4.0, 0.6), 2000, 0.05)
-    walkers, inside = Walkers.at(task, params, grid, 0, grid.x.bins)
+    walkers, inside = Walkers.at(task, params, window)
     assert bool(inside.all())
-    est = Estimate.zeros(grid.x.bins, grid.y.bins, 0.05, torch.device("cpu"))
+    est = Estimate.zeros(window.shape, 0.05, torch.device("cpu"))
     moves = MoveSizes.initial(task, 0.3)
     with torch.no_grad():
         for step in range(4000):
-            wlmc_step(task, grid, walkers, est, moves, 0, gen)
+            wlmc_step(task, window, walkers, est, moves, gen)
             if step % 500 == 499:
                 moves.adapt(task, 0.5)
                 est.ln_f /= 2
-    assert bool(((walkers.params.abs() <= 1.0).all()))
+    assert bool((walkers.params.abs() <= 1.0).all())
     assert bool((walkers.x >= -4.0).all() and (walkers.x < 0.0).all())
     # marginal over y: ln sum_y g(x, y) is S_1(x) + const = x / 2 + const (x = ln w1^2 <= 0)
     visited = est.visits > 0
@@ -245,9 +293,10 @@ def test_wlmc_step_respects_box_and_window_and_flattens_1d():
     assert slope == pytest.approx(0.5, abs=0.05)
 
 
+@pytest.mark.slow
 def test_compiled_cvs_match_eager():
     eager = make_task(parse(SPIRAL), torch.device("cpu"))
-    compiled = make_task(parse(SPIRAL + "[model]\ncompile = true\n"), torch.device("cpu"))
+    compiled = make_task(parse(deck_text("spiral", model={"compile": True}, **SPIRAL_TABLES)), torch.device("cpu"))
     walkers = eager.sample_uniform(64, torch.Generator().manual_seed(3))
     with torch.no_grad():
         (x0, y0), (x1, y1) = eager.cvs(walkers), compiled.cvs(walkers)
@@ -270,7 +319,7 @@ def test_reflect_folds_indices_into_the_range():
 
 def test_kernel_deposit_of_a_flat_histogram_raises_every_bin_equally():
     # one walker in every bin: the mirrored kernel adds ln f / M to every bin, edges included
-    est = Estimate.zeros(5, 7, 0.7, torch.device("cpu"), walkers=35)
+    est = Estimate.zeros((5, 7), 0.7, torch.device("cpu"), walkers=35)
     ix, iy = torch.meshgrid(torch.arange(5), torch.arange(7), indexing="ij")
     inside = torch.ones(35, dtype=torch.bool)
     deposit_kernel(est, ix.reshape(-1), iy.reshape(-1), inside, gaussian_kernel(1.5))
@@ -279,12 +328,12 @@ def test_kernel_deposit_of_a_flat_histogram_raises_every_bin_equally():
 
 
 def test_kernel_deposit_skips_outside_walkers_and_records_accuracy():
-    est = Estimate.zeros(4, 4, 1.0, torch.device("cpu"), walkers=2, with_accuracy=True)
+    est = Estimate.zeros((4, 4), 1.0, torch.device("cpu"), walkers=2, with_accuracy=True)
     deposit_kernel(est, torch.tensor([1, 3]), torch.tensor([2, 0]), torch.tensor([True, False]),
                    gaussian_kernel(0.5), accuracy=torch.tensor([0.75, 0.25]))
     assert float(est.ln_g.sum()) == pytest.approx(0.5)        # one walker, ln f / M = 0.5
     assert est.hist.tolist()[1][2] == 1 and est.hist.sum() == 1
-    assert est.acc_sum[1, 2] == 0.75 and est.acc_sum.sum() == 0.75
+    assert est.accuracy_sum[1, 2] == 0.75 and est.accuracy_sum.sum() == 0.75
 
 
 def test_entropy_slopes_of_a_linear_estimate_are_exact_everywhere():
@@ -300,13 +349,18 @@ def test_entropy_slopes_of_a_linear_estimate_are_exact_everywhere():
 def test_wall_slope_and_ramp_schedule():
     v = torch.tensor([-2.0, 0.0, 1.5, 3.0])
     assert wall_slope(v, -1.0, 2.0, 10.0).tolist() == [-20.0, 0.0, 0.0, 20.0]
-    cfg = ScheduleConfig(kind="ramp", ln_f_initial=3.0, ramp_steps=200, plateau_end=1000, decay_time=400)
-    assert [ramp_ln_f(cfg, t) for t in (0, 100, 200, 1000)] == [0.0, 1.5, 3.0, 3.0]
-    assert ramp_ln_f(cfg, 1400) == pytest.approx(3.0 * 400 / 800)
-    est = Estimate.zeros(1, 1, 1e-9, torch.device("cpu"))
-    advance_schedule(est, ScheduleConfig(kind="ramp", ln_f_final=1e-6, plateau_end=10), 0.0, 1.0, step=5)
+    ramp = make_schedule(ScheduleConfig(kind="ramp", ln_f_initial=3.0, ramp_steps=200, plateau_end=1000,
+                                        decay_time=400))
+    assert [ramp.ln_f(t) for t in (0, 100, 200, 1000)] == [0.0, 1.5, 3.0, 3.0]
+    assert ramp.ln_f(1400) == pytest.approx(3.0 * 400 / 800)
+    est = Estimate.zeros((1, 1), 1.0, torch.device("cpu"))
+    ramp.before_step(est, 1400)
+    assert est.ln_f == pytest.approx(1.5) and ramp.progress(est.ln_f, False, 500) == 0.0
+    short = make_schedule(ScheduleConfig(kind="ramp", ln_f_final=1e-6, plateau_end=10))
+    est.ln_f = 1e-9
+    short.check(est, 5)
     assert not est.converged                                  # during the ramp ln f starts at 0
-    advance_schedule(est, ScheduleConfig(kind="ramp", ln_f_final=1e-6, plateau_end=10), 0.0, 1.0, step=11)
+    short.check(est, 11)
     assert est.converged
 
 
@@ -322,7 +376,7 @@ def test_smooth_accuracy_tends_to_the_hard_accuracy():
 
 
 def test_batched_md_gradients_are_per_walker_gradients():
-    cfg = parse(SPIRAL.replace('kind = "spiral"', 'kind = "spiral"\n[sampler]\nkind = "wlmd"', 1))
+    cfg = parse(deck_text("spiral_md"))
     task = make_task(cfg, torch.device("cpu"))
     w = task.sample_uniform(5, torch.Generator().manual_seed(2)).requires_grad_(True)
     x, y, hard = task.md_cvs(w)
@@ -335,34 +389,32 @@ def test_batched_md_gradients_are_per_walker_gradients():
     assert hard.shape == (5,) and task.y_label == "A_smooth"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("integrator,expected", [("baoab", 0.0), ("reference", 1 - 1 / 1.5)])
 def test_md_with_the_exact_entropy_gives_a_flat_histogram(integrator, expected):
     """ln g fixed to the exact S of box_quadratic: visits must be flat in (x, y). The reference
     scheme at gamma = 0.5 samples at T = 1 + gamma / (2 (1 - gamma)) = 1.5, so ln H rises with slope
     1 - 1/T along x and y (S has slope 1 in both); BAOAB has none."""
-    from exact import box_entropy
-    deck = BOX.replace("n = 3\nm = 1", "n = 4\nm = 2").replace("[grid.x]", f'[sampler]\nkind = "wlmd"\ndt = 0.01\n'
-                                                                   f'gamma = 0.5\nwall_strength = 20.0\nintegrator = "{integrator}"\n[grid.x]')
-    deck = deck.replace("min = -4.0\nmax = 0.6\nwidth = 0.2", "min = -3.0\nmax = 0.0\nwidth = 0.25")
-    deck = deck.replace("min = -4.0\nmax = 0.0\nwidth = 0.25", "min = -3.0\nmax = 0.0\nwidth = 0.25")
-    cfg = parse(deck)
-    task, grid = make_task(cfg, torch.device("cpu")), Grid.from_config(cfg.grid)
+    axis = (-3.0, 0.0, 0.25)
+    cfg = parse(box_deck(4, 2, axis, axis, "box_md", sampler={"gamma": 0.5, "kernel_width": 1.0,
+                                                              "integrator": integrator}))
+    task, grid, window = make_task(cfg, torch.device("cpu")), cfg.grid, whole_grid(cfg)
     gen = torch.Generator().manual_seed(4)
     params = task.sample_uniform(2000, gen)
     x, y = task.cvs(params)
     params = params[(x > -3) & (x < 0) & (y > -3) & (y < 0)][:256].clone()
-    walkers, _ = Walkers.at(task, params, grid, 0, grid.x.bins)
+    walkers, _ = Walkers.at(task, params, window)
     walkers.velocities = thermal_velocities(params, gen)
-    est = Estimate.zeros(grid.x.bins, grid.y.bins, 1.0, torch.device("cpu"))
+    est = Estimate.zeros(window.shape, 1.0, torch.device("cpu"))
     est.ln_g[:] = torch.as_tensor(box_entropy(grid.x.edges, grid.y.edges, 4, 2, 1.0))
-    md = Langevin.from_config(cfg.sampler, grid, 0, grid.x.bins, torch.device("cpu"))
+    md = Langevin.from_config(cfg.sampler, window, torch.device("cpu"))
     counters = MDCounters.zeros(torch.device("cpu"))
     hist = torch.zeros_like(est.ln_g)
     for step in range(8000):
-        wlmd_step(task, grid, walkers, est, md, counters, 0, gen, update=False)
+        wlmd_step(task, window, walkers, est, md, counters, gen, update=False)
         if step >= 2000:
             hist.view(-1).index_add_(0, walkers.ix * grid.y.bins + walkers.iy,
-                                     bin_cvs(grid, walkers.x, walkers.y, 0, grid.x.bins)[2].double())
+                                     window.bin(walkers.x, walkers.y)[2].double())
     ln_h = torch.log(hist / hist.mean()).numpy()
     cx, cy = np.meshgrid(grid.x.centers, grid.y.centers, indexing="ij")
     design = np.stack([cx.ravel(), cy.ravel(), np.ones(cx.size)], axis=1)

@@ -6,9 +6,12 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from conftest import MPIEXEC, ROOT, env, run_rewl
 from rewl.storage import RunStore
+
+pytestmark = pytest.mark.mpi
 
 
 def _check_complete(out, windows: int, steps: int) -> None:
@@ -23,7 +26,7 @@ def _check_complete(out, windows: int, steps: int) -> None:
         assert np.all(np.isfinite(w.ln_g))
     if windows > 1:
         assert np.all(rec.swap_attempted > 0) and np.all(rec.swap_accepted > 0)
-    assert len(rec.history_step) > 0 and rec.history_ln_f.shape == (len(rec.history_step), windows)
+    assert len(rec.history.step) > 0 and rec.history.ln_f.shape == (len(rec.history.step), windows)
 
 
 def test_spiral_one_rank(spiral_deck, tmp_path):
@@ -52,9 +55,9 @@ def test_two_ranks_per_window_share_one_estimate(spiral_deck, tmp_path):
     step = store.latest_step()
     for window in (0, 1):
         a, b = (store.read_checkpoint(step, 2 * window + k) for k in (0, 1))
-        np.testing.assert_array_equal(a.ln_g, b.ln_g)        # merged increments: one ln g per window
-        np.testing.assert_array_equal(a.visits, b.visits)
-        assert not np.array_equal(a.params, b.params)        # but their own walkers
+        np.testing.assert_array_equal(a.estimate.ln_g, b.estimate.ln_g)   # merged increments: one ln g per window
+        np.testing.assert_array_equal(a.estimate.visits, b.estimate.visits)
+        assert not np.array_equal(a.walkers.params, b.walkers.params)     # but their own walkers
     rec = store.read_run()
     # every walker-step of both ranks is in the window's visit count
     assert rec.windows[0].visits.sum() == 1000 * 32 * 2
@@ -99,30 +102,10 @@ def test_exception_on_one_rank_aborts_all_quickly(spiral_deck, tmp_path):
     store.read_checkpoint(store.latest_step(), 0)
 
 
-def test_unreachable_window_fails_with_clear_message(tmp_path):
-    deck = tmp_path / "box.toml"
-    deck.write_text(f"""
-[run]
-max_steps = 1000
-[task]
-kind = "box_quadratic"
-n = 4
-m = 2
-[grid.x]
-min = -1.0
-max = 4.0
-width = 0.1
-[grid.y]
-min = -4.0
-max = 0.7
-width = 0.1
-[windows]
-count = 2
-[init]
-max_iterations = 300
-[output]
-dir = "{tmp_path / 'run'}"
-""")
+def test_unreachable_window_fails_with_clear_message(make_deck):
+    deck = make_deck("box", run={"max_steps": 1000}, grid__x={"min": -1.0, "max": 4.0, "width": 0.1},
+                     grid__y={"min": -4.0, "max": 0.7, "width": 0.1}, windows={"count": 2},
+                     init={"max_iterations": 300})
     t0 = time.monotonic()
     proc = run_rewl(["run", str(deck)], ranks=2, timeout=120)
     assert proc.returncode != 0

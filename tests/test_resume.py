@@ -10,6 +10,8 @@ import pytest
 from conftest import ROOT, assert_same_run, env, rewl_cmd, run_rewl
 from rewl.storage import RunStore
 
+pytestmark = pytest.mark.mpi
+
 STEPS = 30_000
 
 
@@ -62,18 +64,16 @@ def test_sigterm_then_resume_is_bit_identical(spiral_deck, tmp_path, sig):
 def test_resume_refuses_a_changed_deck(spiral_deck, tmp_path):
     deck = spiral_deck(max_steps=500)
     assert run_rewl(["run", str(deck)]).returncode == 0
-    changed = tmp_path / "changed.toml"
-    changed.write_text(deck.read_text().replace("walkers_per_rank = 32", "walkers_per_rank = 16"))
-    proc = run_rewl(["run", str(changed), "--resume", "--out", str(tmp_path / "run")])
+    changed = spiral_deck("changed.toml", max_steps=500, walkers=16)
+    proc = run_rewl(["run", str(changed), "--resume"])
     assert proc.returncode == 2 and "[sampler]" in proc.stderr
 
 
 def test_resume_extends_the_budget(spiral_deck, tmp_path):
     deck = spiral_deck(max_steps=500)
     assert run_rewl(["run", str(deck)]).returncode == 0
-    longer = tmp_path / "longer.toml"
-    longer.write_text(deck.read_text().replace("max_steps = 500", "max_steps = 1000"))
-    proc = run_rewl(["run", str(longer), "--resume", "--out", str(tmp_path / "run")])
+    longer = spiral_deck("longer.toml", max_steps=1000)
+    proc = run_rewl(["run", str(longer), "--resume"])
     assert proc.returncode == 0, proc.stderr
     assert RunStore(tmp_path / "run").read_run().steps == 1000
 

@@ -1,12 +1,91 @@
-"""RunStore: files of the previous schema stay readable, unknown schemas are refused by name."""
+"""RunStore: one codec for every record (round trips), files of schemas 1 and 2 still read and
+resume bit for bit, unknown schemas are refused by name."""
 from __future__ import annotations
+
+import shutil
 
 import h5py
 import numpy as np
 import pytest
+from test_analysis import synthetic_run
 
-from conftest import run_rewl
-from rewl.storage import SCHEMA_VERSION, RunStore, StorageError
+from conftest import DATA, assert_same_records, run_rewl
+from rewl.records import Checkpoint, EstimateRecord, History, WalkersRecord
+from rewl.storage import SCHEMA_VERSION, BaselineRecord, RunStore, StorageError
+
+
+def _estimate(rng, accuracy: bool) -> EstimateRecord:
+    a = lambda: rng.random((5, 3))  # noqa: E731
+    return EstimateRecord(ln_g=a(), hist=a(), visits=a(), ln_f=0.25, stage=3, one_over_t=True, converged=False,
+                          flatness=0.5, accuracy_sum=a() if accuracy else None)
+
+
+@pytest.mark.parametrize("md", [False, True])
+def test_checkpoint_round_trip(tmp_path, md):
+    rng = np.random.default_rng(0)
+    walkers = WalkersRecord(params=rng.random((4, 7)).astype(np.float32), x=rng.random(4), y=rng.random(4),
+                            ix=np.arange(4), iy=np.arange(4), velocities=rng.random((4, 7)) if md else None)
+    sampler = {"steps": np.array([12.0]), "inside": np.array([9.0])} if md else \
+        {"sigma": rng.random(4), "attempted": rng.random(4), "accepted": rng.random(4),
+         "attempted_since_adapt": rng.random(4), "accepted_since_adapt": rng.random(4)}
+    ck = Checkpoint(step=500, exchange_round=10, walkers=walkers, estimate=_estimate(rng, md), sampler=sampler,
+                    swap_attempted=np.ones(2), swap_accepted=np.zeros(2),
+                    torch_rng=np.arange(16, dtype=np.uint8), numpy_rng='{"state": 1}', init_iterations=3,
+                    init_seconds=1.5, elapsed_seconds=2.5,
+                    history=History(step=np.array([100, 200]), ln_f=rng.random((2, 3)), flatness=rng.random((2, 3))))
+    store = RunStore(tmp_path)
+    store.prepare_new()
+    store.write_checkpoint(1, ck)
+    back = store.read_checkpoint(500, 1)
+    assert_same_records(ck, back)
+    assert (back.walkers.velocities is None) is not md and (back.estimate.accuracy_sum is None) is not md
+    assert back.elapsed_seconds == 2.5 and back.walkers.params.dtype == np.float32
+
+
+def test_run_and_baseline_round_trip(tmp_path):
+    rec = synthetic_run(np.random.default_rng(1).random((40, 6)), [(0, 25), (15, 40)], [0.0, 1.0], 0.1)
+    rec.windows[1].accuracy_sum = rec.windows[1].visits * 0.5
+    store = RunStore(tmp_path)
+    store.prepare_new()
+    store.write_run(rec)
+    back = store.read_run()
+    assert_same_records(rec, back)
+    assert back.windows[0].accuracy_sum is None and back.n_windows == 2
+    with h5py.File(store.run_path) as f:          # the run-file layout of schemas 1 and 2
+        assert {"deck", "grid", "windows", "acceptance", "history"} <= set(f)
+        assert f["windows/001/ln_g"].compression == "gzip" and "x_bins" in f["windows/001"].attrs
+    base = BaselineRecord(deck_text="[task]", deck_path="d.toml", task="spiral", optimizer="adam", learning_rate=0.1,
+                          batch_size=10, x_label="x", y_label="y", step=np.arange(3), x=np.ones((2, 3)),
+                          y=np.zeros((2, 3)), accuracy=np.full((2, 3), np.nan), elapsed_seconds=1.0)
+    assert_same_records(base, RunStore.read_baseline(store.write_baseline(base)))
+
+
+def _copy_schema2(kind: str, tmp_path):
+    """The schema-2 run of tests/data (500 steps, made by rewl 0.1.0 before schema 3) and a deck
+    that extends its budget to 1000 steps."""
+    src = DATA / "schema2" / kind
+    shutil.copytree(src / "run", tmp_path / "run")
+    store = RunStore(tmp_path / "run")
+    deck = tmp_path / "longer.toml"
+    deck.write_text(store.read_run().deck_text.replace("max_steps = 500", "max_steps = 1000"))
+    return store, deck, RunStore(src / "expected")
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("kind", ["wlmc", "wlmd"])
+def test_schema_2_runs_read_and_resume_to_the_same_bits(tmp_path, kind):
+    store, deck, expected = _copy_schema2(kind, tmp_path)
+    ck = store.read_checkpoint(store.latest_step(), 0)
+    assert ck.step == 500 and ck.walkers.params.shape == (8, 116)
+    assert (ck.walkers.velocities is not None) == (kind == "wlmd")
+    assert store.read_run().steps == 500
+    proc = run_rewl(["run", str(deck), "--resume", "--out", str(tmp_path / "run")])
+    assert proc.returncode == 0, proc.stderr
+    # `expected` is the same resume done by the rewl that wrote schema 2
+    got, want = store.read_run(), expected.read_run()
+    assert got.steps == want.steps == 1000
+    for name in ("windows", "move_attempted", "move_accepted", "swap_attempted", "history"):
+        assert_same_records({name: getattr(got, name)}, {name: getattr(want, name)})
 
 
 def _set_schema(path, version: int, drop: tuple[str, ...] = ()) -> None:
@@ -16,24 +95,20 @@ def _set_schema(path, version: int, drop: tuple[str, ...] = ()) -> None:
             del f[name]
 
 
-def test_schema_1_files_read_and_unknown_schemas_are_refused(spiral_deck, tmp_path):
-    deck = spiral_deck(max_steps=500)
-    assert run_rewl(["run", str(deck)]).returncode == 0
-    store = RunStore(tmp_path / "run")
+@pytest.mark.mpi
+def test_schema_1_files_read_and_resume_and_unknown_schemas_are_refused(tmp_path):
+    store, deck, _ = _copy_schema2("wlmc", tmp_path)
     step = store.latest_step()
-    # a schema-1 checkpoint has no velocities / accuracy sums: they read as empty
+    # a schema-1 checkpoint has no velocities / accuracy sums
     _set_schema(store._ckpt_path(step, 0), 1, drop=("velocities", "acc_sum"))
     _set_schema(store.run_path, 1)
     ck = store.read_checkpoint(step, 0)
-    assert ck.velocities.size == 0 and ck.acc_sum.size == 0 and ck.params.shape == (32, 116)
+    assert ck.walkers.velocities is None and ck.estimate.accuracy_sum is None and ck.walkers.params.shape == (8, 116)
     assert store.read_run().steps == 500
     _set_schema(store.run_path, SCHEMA_VERSION + 1)
     with pytest.raises(StorageError, match=f"schema version {SCHEMA_VERSION + 1}"):
         store.read_run()
-    # and a v1 run resumes: the budget is extended from the schema-1 checkpoint
     _set_schema(store.run_path, 1)
-    longer = tmp_path / "longer.toml"
-    longer.write_text(deck.read_text().replace("max_steps = 500", "max_steps = 1000"))
-    proc = run_rewl(["run", str(longer), "--resume", "--out", str(tmp_path / "run")])
+    proc = run_rewl(["run", str(deck), "--resume", "--out", str(tmp_path / "run")])
     assert proc.returncode == 0, proc.stderr
     assert np.isfinite(store.read_run().windows[0].ln_g).all()

@@ -1,0 +1,78 @@
+"""Rank 0's progress display: a line every ``log_interval`` seconds, a live line on a terminal."""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from .schedule import Schedule
+from .status import RankStatus
+
+
+def hms(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "?"
+    s = int(seconds)
+    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class ProgressLine:
+    """Per window: ln f, flatness, move rate (and kinetic temperature under wlmd); swap acceptance
+    per window pair; ln f progress; elapsed time and the time left in the step budget."""
+
+    HOT = 1.5     # kinetic temperature above which the Langevin integration is called unstable
+
+    def __init__(self, n_windows: int, ranks_per_window: int, rate_label: str, schedule: Schedule,
+                 max_steps: int, log_interval: float):
+        self.n_windows, self.ranks_per_window = n_windows, ranks_per_window
+        self.rate_label, self.schedule = rate_label, schedule
+        self.max_steps, self.log_interval = max_steps, log_interval
+        self.last_log = 0.0
+        self.warned_hot = False
+        self.tty = sys.stdout.isatty()
+
+    def _window(self, statuses: list[RankStatus], k: int) -> list[RankStatus]:
+        return statuses[k * self.ranks_per_window: (k + 1) * self.ranks_per_window]
+
+    def line(self, step: int, statuses: list[RankStatus], elapsed: float, seconds_left: float) -> str:
+        parts = []
+        for k in range(self.n_windows):
+            ranks = self._window(statuses, k)
+            lead = ranks[0]
+            rate = sum(r.move_accepted for r in ranks) / max(1.0, sum(r.move_attempted for r in ranks))
+            part = (f"w{k}{'*' if lead.converged else ''} lnf={lead.ln_f:.2e} flat={lead.flatness:.2f} "
+                    f"{self.rate_label}={rate:.2f}")
+            temperature = np.mean([r.kinetic_t for r in ranks])
+            if np.isfinite(temperature):
+                part += f" T={temperature:.2f}"
+            parts.append(part)
+        swaps = []
+        for k in range(self.n_windows - 1):
+            ranks = self._window(statuses, k)
+            swaps.append(f"{sum(r.swap_accepted for r in ranks) / max(1.0, sum(r.swap_attempted for r in ranks)):.2f}")
+        progress = min(self.schedule.progress(r.ln_f, r.converged, step) for r in statuses)
+        return (f"step {step}/{self.max_steps} | " + " | ".join(parts)
+                + (f" | swap {' '.join(swaps)}" if swaps else "")
+                + f" | ln f progress {100 * progress:.0f}% | {hms(elapsed)} elapsed, budget ends in {hms(seconds_left)}")
+
+    def show(self, step: int, statuses: list[RankStatus], elapsed: float, seconds_left: float,
+             final: bool = False, status: str = "") -> None:
+        """Print the line when due (always when final); on a terminal, refresh it in between."""
+        now = time.perf_counter()
+        due = final or now - self.last_log >= self.log_interval
+        if not (due or (self.tty and now - self.last_log >= 0.5)):
+            return
+        text = self.line(step, statuses, elapsed, seconds_left)
+        if final:
+            text += f" | {status}"
+        hot = max((r.kinetic_t for r in statuses if np.isfinite(r.kinetic_t)), default=0.0)
+        if hot > self.HOT and not self.warned_hot:
+            self.warned_hot = True
+            print(f"\nrewl: warning: kinetic temperature {hot:.3g} (should be 1): the Langevin integration is "
+                  "unstable; lower [sampler] dt or wall_strength", file=sys.stderr, flush=True)
+        if due:
+            print(("\r" if self.tty else "") + text, flush=True)
+            self.last_log = now
+        else:
+            print("\r" + text[: 200], end="", flush=True)

@@ -1,0 +1,149 @@
+"""Records: what a run stores, as plain dataclasses of numpy arrays, numbers and strings.
+
+One record per stored thing, one name per quantity. ``storage.RunStore`` maps every record to
+HDF5 and back with one codec: arrays become datasets, numbers and strings attributes, nested
+records and lists of records groups, ``None`` is left out. A field's ``h5`` metadata gives its
+path when it differs from the field name (the run-file layout of schema 1 and 2 is kept).
+"""
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+def at(path: str, **meta: Any) -> Any:
+    """A field stored at HDF5 path `path` (relative to the record's group)."""
+    return field(metadata={"h5": path, **meta})
+
+
+def compressed(default: Any = MISSING) -> Any:
+    """An array field stored gzip-compressed (estimate arrays: mostly smooth, worth it)."""
+    return field(default=default, metadata={"compress": True})
+
+
+@dataclass(kw_only=True)
+class EstimateRecord:
+    """A window's entropy estimate and its schedule state. Arrays are (n_x, n_y) float64."""
+
+    ln_g: np.ndarray = compressed()
+    hist: np.ndarray = compressed()           # visits in the current stage of the schedule
+    visits: np.ndarray = compressed()         # visits over the whole run
+    ln_f: float
+    stage: int                                # completed reductions of ln f
+    one_over_t: bool
+    converged: bool
+    flatness: float                           # at the last flatness check
+    accuracy_sum: np.ndarray | None = compressed(None)   # hard test accuracy summed over visits (wlmd with a
+                                                     # smoothed accuracy as y); mean = accuracy_sum / visits
+
+
+@dataclass(kw_only=True)
+class WindowRecord(EstimateRecord):
+    """One window's estimate as stored in the run file."""
+
+    x_bins: tuple[int, int]                   # [lo, hi) in the global x grid
+    init_iterations: int                      # gradient iterations of the drive into the window
+    init_seconds: float
+
+
+@dataclass(kw_only=True)
+class WalkersRecord:
+    """One rank's walkers: parameters and their CVs and local bins."""
+
+    params: np.ndarray                        # (B, n_params)
+    x: np.ndarray                             # (B,) float64
+    y: np.ndarray                             # (B,) float64
+    ix: np.ndarray                            # (B,) local x bin
+    iy: np.ndarray                            # (B,)
+    velocities: np.ndarray | None = None      # (B, n_params) under wlmd
+
+
+@dataclass(kw_only=True)
+class History:
+    """Rank 0's record of the flatness checks."""
+
+    step: np.ndarray                          # (T,) steps of the checks
+    ln_f: np.ndarray                          # (T, n_windows)
+    flatness: np.ndarray                      # (T, n_windows)
+
+    @classmethod
+    def empty(cls, n_windows: int) -> History:
+        return cls(step=np.zeros(0, dtype=np.int64), ln_f=np.zeros((0, n_windows)), flatness=np.zeros((0, n_windows)))
+
+
+@dataclass(kw_only=True)
+class RunRecord:
+    """Everything in run.h5."""
+
+    deck_text: str = at("deck", dataset=True)
+    deck_path: str
+    status: str
+    task: str
+    sampler: str
+    x_label: str
+    y_label: str
+    n_params: int
+    ranks_per_window: int
+    walkers_per_rank: int
+    steps: int
+    max_steps: int
+    elapsed_seconds: float
+    x_edges: np.ndarray = at("grid/x_edges")            # (n_x + 1,)
+    y_edges: np.ndarray = at("grid/y_edges")            # (n_y + 1,)
+    windows: list[WindowRecord]
+    group_names: list[str] = at("acceptance/group_names")
+    move_attempted: np.ndarray = at("acceptance/move_attempted")  # (n_windows, n_groups) run totals;
+    move_accepted: np.ndarray = at("acceptance/move_accepted")    # wlmd: walker-steps, and those inside
+    swap_attempted: np.ndarray = at("acceptance/swap_attempted")  # (n_windows - 1,)
+    swap_accepted: np.ndarray = at("acceptance/swap_accepted")
+    history: History
+    rewl_version: str = ""
+
+    @property
+    def n_windows(self) -> int:
+        return len(self.windows)
+
+
+@dataclass(kw_only=True)
+class Checkpoint:
+    """One rank's complete state at a synchronisation point."""
+
+    step: int
+    exchange_round: int
+    walkers: WalkersRecord
+    estimate: EstimateRecord
+    sampler: dict[str, np.ndarray]            # the sampler's own state (``Sampler.state``)
+    swap_attempted: np.ndarray                # (n_windows - 1,)
+    swap_accepted: np.ndarray
+    torch_rng: np.ndarray                     # uint8 state of the torch generator
+    numpy_rng: str                            # JSON of the numpy bit generator state
+    init_iterations: int
+    init_seconds: float
+    elapsed_seconds: float
+    history: History                          # rank 0's; empty on the other ranks
+
+
+@dataclass(kw_only=True)
+class BaselineRecord:
+    """Trajectories of independent SGD/Adam trainings (``python -m rewl sgd``)."""
+
+    deck_text: str = at("deck", dataset=True)
+    deck_path: str
+    task: str
+    optimizer: str
+    learning_rate: float
+    batch_size: int
+    x_label: str
+    y_label: str
+    step: np.ndarray                          # (T,) training steps of the records
+    x: np.ndarray                             # (runs, T) ln L_train
+    y: np.ndarray                             # (runs, T) the landscape's y (test accuracy or ln L_test)
+    accuracy: np.ndarray                      # (runs, T) hard test accuracy (nan for tasks without classes)
+    elapsed_seconds: float
+    rewl_version: str = ""
+
+    @property
+    def runs(self) -> int:
+        return self.x.shape[0]

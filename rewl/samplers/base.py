@@ -1,0 +1,68 @@
+"""The interface every sampler implements; the engine knows samplers only through it.
+
+A sampler moves one rank's walkers inside its window and updates the window's estimate. It owns
+its own settings and counters, and says how to save and restore them. To add a sampler: a module
+beside ``wlmc.py`` and ``wlmd.py`` with a subclass of ``Sampler``, its name in
+``config.SAMPLERS`` (with its deck keys in ``SamplerConfig``, marked ``only=``), and in
+``samplers.make_sampler``.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+import torch
+
+from ..config import SamplerConfig
+from ..grid import Window
+from ..tasks import Task
+from ..walkers import Walkers
+from ..wl import Estimate
+
+
+class Sampler(ABC):
+    """Moves of one rank's walkers (B, n_params) in one window."""
+
+    kind: str
+    rate_label: str            # the progress line's name for accepted / attempted
+    carries_velocities = False  # walkers have velocities (they travel in exchanges and checkpoints)
+
+    def __init__(self, cfg: SamplerConfig, task: Task, window: Window, device: torch.device):
+        self.cfg, self.task, self.window, self.device = cfg, task, window, device
+
+    @property
+    @abstractmethod
+    def counter_names(self) -> list[str]:
+        """Names of the entries of ``totals()`` (the run file's acceptance columns)."""
+
+    @abstractmethod
+    def start(self, walkers: Walkers, est: Estimate, gen: torch.Generator, steps: int) -> None:
+        """Prepare fresh walkers (all inside the window) and run `steps` moves without updating ln g;
+        the counters start at zero afterwards."""
+
+    @abstractmethod
+    def step(self, walkers: Walkers, est: Estimate, gen: torch.Generator) -> None:
+        """One move of every walker, and the estimate's update."""
+
+    def end_block(self, walkers: Walkers) -> None:
+        """After the steps between two synchronisations: make the walkers' CVs and bins current
+        (the exchange and the checkpoints read them)."""
+
+    def at_sync(self, step: int) -> None:
+        """At every synchronisation point, after the window's estimates were merged."""
+
+    @abstractmethod
+    def totals(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attempted and accepted counts over the whole run, (n_counters,) float64 each."""
+
+    @abstractmethod
+    def state(self) -> dict[str, np.ndarray]:
+        """Everything a checkpoint needs to continue bit for bit (besides walkers and estimate)."""
+
+    @abstractmethod
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """The inverse of ``state``."""
+
+    def kinetic_temperature(self, walkers: Walkers) -> float:
+        """<v^2> of the walkers (should be 1), or nan for samplers without velocities."""
+        return float("nan")

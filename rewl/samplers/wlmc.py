@@ -1,0 +1,132 @@
+"""Wang-Landau Monte Carlo: batched single-parameter moves with per-group move-size adaptation."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..grid import Window
+from ..tasks import Task
+from ..walkers import Walkers
+from ..wl import Estimate, deposit, wl_accept
+from .base import Sampler
+
+
+@dataclass
+class MoveSizes:
+    """Per-group move size sigma and acceptance counters: over the run, and since the last
+    adaptation (the adaptation reads those). All (n_groups,)."""
+
+    sigma: torch.Tensor
+    attempted: torch.Tensor                # float64, whole run
+    accepted: torch.Tensor
+    attempted_since_adapt: torch.Tensor    # float64
+    accepted_since_adapt: torch.Tensor
+
+    @classmethod
+    def initial(cls, task: Task, fraction: float) -> MoveSizes:
+        z = torch.zeros(task.n_groups, dtype=torch.float64, device=task.lo.device)
+        return cls(task.group_half_width * fraction, z.clone(), z.clone(), z.clone(), z.clone())
+
+    def count(self, group: torch.Tensor, accepted: torch.Tensor) -> None:
+        """One attempt per walker in its group (B,), accepted (B,) bool."""
+        ones = torch.ones(group.shape, dtype=torch.float64, device=group.device)
+        for attempted, accepted_sum in ((self.attempted, self.accepted),
+                                        (self.attempted_since_adapt, self.accepted_since_adapt)):
+            attempted.index_add_(0, group, ones)
+            accepted_sum.index_add_(0, group, accepted.double())
+
+    def adapt(self, task: Task, target: float) -> None:
+        """Scale each group's sigma by acceptance / target (clamped to [0.5, 2]), within
+        [1e-6, 2] box half-widths; then restart the counters since adaptation."""
+        rate = self.accepted_since_adapt / self.attempted_since_adapt.clamp(min=1.0)
+        factor = (rate / target).clamp(0.5, 2.0).to(self.sigma.dtype)
+        factor = torch.where(self.attempted_since_adapt > 0, factor, torch.ones_like(factor))
+        half = task.group_half_width
+        self.sigma = torch.minimum(torch.maximum(self.sigma * factor, 1e-6 * half), 2.0 * half)
+        self.attempted_since_adapt.zero_()
+        self.accepted_since_adapt.zero_()
+
+    def reset_counters(self) -> None:
+        for counter in (self.attempted, self.accepted, self.attempted_since_adapt, self.accepted_since_adapt):
+            counter.zero_()
+
+
+def wlmc_step(task: Task, window: Window, walkers: Walkers, est: Estimate, moves: MoveSizes,
+              gen: torch.Generator, update: bool = True) -> torch.Tensor:
+    """One batched Wang-Landau Monte Carlo step: every walker proposes w_i += sigma U(-1, 1) on one
+    random parameter i; proposals outside the weight box or the window are rejected; the rest are
+    accepted with min(1, g(old) / g(new)). Then ln g and the histograms get each walker's bin.
+    Returns the accepted mask (B,)."""
+    params = walkers.params
+    batch, device = params.shape[0], params.device
+    rows = torch.arange(batch, device=device)
+    idx = torch.randint(0, task.n_params, (batch,), generator=gen, device=device)
+    shift = torch.rand(batch, generator=gen, device=device, dtype=params.dtype).mul_(2).sub_(1)
+    uniform = torch.rand(batch, generator=gen, device=device, dtype=torch.float64)
+    group = task.group[idx]
+    old = params[rows, idx]
+    new = old + moves.sigma[group] * shift
+    in_box = (new >= task.lo[idx]) & (new <= task.hi[idx])
+    params[rows, idx] = torch.where(in_box, new, old)
+
+    x, y = task.cvs(params)
+    x, y = x.double(), y.double()
+    ix, iy, inside = window.bin(x, y)
+    accept = wl_accept(est.ln_g, walkers.ix, walkers.iy, ix, iy, inside & in_box, uniform)
+
+    params[rows, idx] = torch.where(accept, params[rows, idx], old)
+    walkers.x = torch.where(accept, x, walkers.x)
+    walkers.y = torch.where(accept, y, walkers.y)
+    walkers.ix = torch.where(accept, ix, walkers.ix)
+    walkers.iy = torch.where(accept, iy, walkers.iy)
+    moves.count(group, accept)
+    if update and not est.converged:
+        deposit(est, walkers.ix, walkers.iy)
+    return accept
+
+
+class WLMC(Sampler):
+    """Wang-Landau Monte Carlo: one random parameter per walker and step, sizes adapted per
+    parameter group (layer) toward ``target_acceptance`` every ``adapt_interval`` steps."""
+
+    kind = "wlmc"
+    rate_label = "acc"
+
+    def __init__(self, cfg, task, window, device):
+        super().__init__(cfg, task, window, device)
+        self.moves = MoveSizes.initial(task, cfg.sigma_initial)
+
+    @property
+    def counter_names(self) -> list[str]:
+        return list(self.task.group_names)
+
+    def start(self, walkers: Walkers, est: Estimate, gen: torch.Generator, steps: int) -> None:
+        with torch.no_grad():
+            for k in range(steps):
+                wlmc_step(self.task, self.window, walkers, est, self.moves, gen, update=False)
+                if (k + 1) % self.cfg.adapt_interval == 0:
+                    self.moves.adapt(self.task, self.cfg.target_acceptance)
+        self.moves.reset_counters()
+
+    def step(self, walkers: Walkers, est: Estimate, gen: torch.Generator) -> None:
+        with torch.no_grad():
+            wlmc_step(self.task, self.window, walkers, est, self.moves, gen)
+
+    def at_sync(self, step: int) -> None:
+        if step % self.cfg.adapt_interval == 0:
+            self.moves.adapt(self.task, self.cfg.target_acceptance)
+
+    def totals(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.moves.attempted, self.moves.accepted
+
+    def state(self) -> dict[str, np.ndarray]:
+        m = self.moves
+        return {name: getattr(m, name).cpu().numpy() for name in
+                ("sigma", "attempted", "accepted", "attempted_since_adapt", "accepted_since_adapt")}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        t = {name: torch.as_tensor(value, device=self.device) for name, value in state.items()}
+        self.moves = MoveSizes(t["sigma"].to(self.task.dtype), t["attempted"], t["accepted"],
+                               t["attempted_since_adapt"], t["accepted_since_adapt"])

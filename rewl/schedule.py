@@ -1,0 +1,116 @@
+"""The ln f schedule: when and how the Wang-Landau modification factor falls.
+
+One object per run (``make_schedule``), shared by nothing but the estimate it is handed. The
+engine calls ``before_step`` before every step (the ramp sets ln f there) and ``check`` at every
+flatness check (every ``[schedule] check_interval`` steps); a window whose ln f reaches
+``ln_f_final`` is marked converged, and its estimate frozen.
+
+To add a schedule: subclass ``Schedule``, override ``_reduce`` (and ``before_step`` when ln f is
+a function of the step), add its name to ``config.SCHEDULES`` and to ``make_schedule``.
+"""
+from __future__ import annotations
+
+import math
+
+from .config import ScheduleConfig
+from .wl import Estimate, flatness
+
+
+class Schedule:
+    """Base: flatness measured at each check, convergence at ln_f_final."""
+
+    def __init__(self, cfg: ScheduleConfig):
+        self.cfg = cfg
+
+    def before_step(self, est: Estimate, step: int) -> None:
+        """Called before every step; schedules driven by the flatness checks do nothing here."""
+
+    def check(self, est: Estimate, step: int) -> None:
+        """A flatness check at `step`: flatness over established bins, then the ln f update;
+        identical on every rank of a window (it sees the merged estimate)."""
+        est.flatness = flatness(est.hist, est.visits, self.cfg.min_visit_fraction)
+        if est.converged:
+            return
+        # t of the 1/t schedule: Monte Carlo time per bin of one walker (the estimate is their average)
+        steps_per_bin = step / max(1, int((est.visits > 0).sum()))
+        if self._reduce(est, steps_per_bin):
+            est.hist.zero_()
+        if self._decaying(step) and est.ln_f <= self.cfg.ln_f_final:
+            est.converged = True
+
+    def _reduce(self, est: Estimate, steps_per_bin: float) -> bool:
+        """Lower ln f if the schedule's criterion holds; True when a new stage starts (the
+        histogram is then reset)."""
+        raise NotImplementedError
+
+    def _decaying(self, step: int) -> bool:
+        return True
+
+    def progress(self, ln_f: float, converged: bool, step: int) -> float:
+        """Fraction of the way from ln_f_initial to ln_f_final on a log scale, in [0, 1]."""
+        if converged:
+            return 1.0
+        if not self._decaying(step):
+            return 0.0
+        span = math.log(self.cfg.ln_f_initial / self.cfg.ln_f_final)
+        return min(1.0, max(0.0, math.log(self.cfg.ln_f_initial / ln_f) / span))
+
+
+class Halving(Schedule):
+    """ln f /= 2 whenever min H >= flatness x mean H over the established bins."""
+
+    def _reduce(self, est: Estimate, steps_per_bin: float) -> bool:
+        if est.flatness < self.cfg.flatness:
+            return False
+        est.ln_f /= 2.0
+        est.stage += 1
+        return True
+
+
+class OneOverT(Schedule):
+    """Belardinelli-Pereyra (2007): ln f /= 2 whenever every established bin was seen again in
+    this stage (min H > 0), until ln f < 1/t; then ln f = 1/t with t = steps per visited bin of
+    one walker, so the error keeps falling as t^-1/2 instead of saturating."""
+
+    def _reduce(self, est: Estimate, steps_per_bin: float) -> bool:
+        if est.one_over_t:
+            est.ln_f = min(est.ln_f, 1.0 / steps_per_bin)
+            return False
+        if est.flatness <= 0:
+            return False
+        before = est.ln_f
+        est.ln_f /= 2.0
+        est.stage += 1
+        if est.ln_f < 1.0 / steps_per_bin:
+            est.one_over_t = True
+            est.ln_f = min(before, 1.0 / steps_per_bin)   # ln f never grows
+        return True
+
+
+class Ramp(Schedule):
+    """The reference study's MD schedule, a function of the step alone: a linear rise to
+    ln_f_initial over ramp_steps, constant up to plateau_end, then
+    ln_f_initial * decay_time / (step - plateau_end + decay_time). The histogram is never reset."""
+
+    def before_step(self, est: Estimate, step: int) -> None:
+        if not est.converged:
+            est.ln_f = self.ln_f(step)
+
+    def ln_f(self, step: int) -> float:
+        cfg = self.cfg
+        top = cfg.ln_f_initial
+        if step < cfg.ramp_steps:
+            return top * step / cfg.ramp_steps
+        if step <= cfg.plateau_end:
+            return top
+        return top * cfg.decay_time / (step - cfg.plateau_end + cfg.decay_time)
+
+    def _reduce(self, est: Estimate, steps_per_bin: float) -> bool:
+        return False
+
+    def _decaying(self, step: int) -> bool:
+        return step > self.cfg.plateau_end      # ln f starts at 0 on the ramp
+
+
+def make_schedule(cfg: ScheduleConfig) -> Schedule:
+    return {"halving": Halving, "1/t": OneOverT, "ramp": Ramp}[cfg.kind](cfg)

@@ -1,0 +1,42 @@
+"""The status every rank shares with every other at each synchronisation point.
+
+Stop decisions are taken from the gathered statuses, the same on every rank, so they are
+collective and deterministic; the progress line and the run file read them too.
+"""
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, fields
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RankStatus:
+    """One rank's state at a synchronisation point."""
+
+    window: int
+    ln_f: float
+    flatness: float
+    converged: bool
+    stop: bool                   # a stop signal arrived on this rank
+    stage: int
+    one_over_t: bool
+    move_attempted: float        # run totals over the sampler's counters
+    move_accepted: float
+    kinetic_t: float             # <v^2> of the walkers (wlmd), nan otherwise
+    swap_attempted: float        # with the window above (0 for the top window)
+    swap_accepted: float
+    init_iterations: int
+    init_seconds: float
+
+    def to_array(self) -> np.ndarray:
+        """(n_fields,) float64, for one allgather."""
+        return np.array(astuple(self), dtype=np.float64)
+
+    @classmethod
+    def from_array(cls, row: np.ndarray) -> RankStatus:
+        return cls(*(cast(v) for cast, v in zip(_CASTS, row)))
+
+
+# field types are the annotation strings (postponed annotations): int, bool or float
+_CASTS = [{"int": int, "bool": bool, "float": float}[f.type] for f in fields(RankStatus)]
