@@ -20,9 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/mpiexec -n 4 $(PY) -m rewl run inputs/quick.toml --force
 	$(PY) -m rewl info runs/quick
 	$(PY) -m rewl sgd inputs/quick.toml --force
-	# a few minutes of sampling leave the windows' overlaps only roughly consistent: the demo
-	# accepts a residual of 2 where production analyses keep the default 0.5
-	$(PY) -m analysis landscape runs/quick --sgd runs/quick/baseline.h5 -o runs/quick/landscape --max-residual 2
+	$(PY) -m analysis landscape runs/quick --sgd runs/quick/baseline.h5 -o runs/quick/landscape
 
 test: lint
 	$(PY) -m pytest

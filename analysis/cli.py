@@ -63,12 +63,18 @@ def main(argv: list[str] | None = None) -> int:
     join = {} if args.command == "diagnostics" else {"min_common": args.min_common, "max_residual": args.max_residual}
     try:
         if args.command == "diagnostics":
-            paths = diagnostics_figure(read_run(args.run), args.out)
+            rec = read_run(args.run)
+            from .experiment import not_converged
+            warn_unconverged([f"{args.run}: {why}"] if (why := not_converged(rec)) else [])
+            paths = diagnostics_figure(rec, args.out)
         elif args.command == "compare":
             exps = [load_experiment(runs, sgd, label, **join) for label, runs, sgd in map(_parse_spec, args.specs)]
+            for exp in exps:
+                warn_unconverged(exp.unconverged)
             paths = compare_figure(exps, args.out)
         else:
             exp = load_experiment(args.runs, args.sgd, getattr(args, "label", ""), **join)
+            warn_unconverged(exp.unconverged)
             if args.command == "report":
                 data = report_dict(exp)
                 print(json.dumps(data, indent=1) if args.json else format_report(data))
@@ -85,18 +91,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def endpoint_line(data: dict) -> str:
     e = data["sgd_endpoint"]
-    line = (f"at the SGD endpoint ln L_train = {e['x']:.3f} +- {e['x_stderr']:.3f}: "
-            f"equilibrium {data['y_label']} {e['equilibrium_y']:.3f} +- {_num(e['equilibrium_stderr'])}, "
-            f"SGD {e['sgd_y']:.3f} +- {e['sgd_stderr']:.3f}, advantage {e['advantage']:+.3f}")
+    line = (f"at the SGD endpoints (mean ln L_train {e['x']:.3f} +- {e['x_stderr']:.3f}; {e['runs']} runs, "
+            f"{e['runs_outside']} outside the sampled range and left out): equilibrium {data['y_label']} at each "
+            f"run's own train loss {_num(e['equilibrium_y'])} +- {_num(e['equilibrium_stderr'])}, SGD "
+            f"{_num(e['sgd_y'])} +- {_num(e['sgd_stderr'])}, advantage {_num(e['advantage'], '+.3f')} +- "
+            f"{_num(e['advantage_stderr'])}")
     if "equilibrium_accuracy" in e:
         line += (f"; hard test accuracy: equilibrium {_num(e['equilibrium_accuracy'])}, SGD {_num(e['sgd_accuracy'])}, "
-                 f"advantage {_num(e['equilibrium_accuracy'] - e['sgd_accuracy'])}")
+                 f"advantage {_num(e['accuracy_advantage'], '+.3f')} +- {_num(e['accuracy_advantage_stderr'])}")
     return line
 
 
-def _num(v) -> str:
+def warn_unconverged(unconverged: list[str]) -> None:
+    for why in unconverged:
+        print(f"analysis: warning: not converged, read its numbers as estimates in progress: {why}", file=sys.stderr)
+
+
+def _num(v, fmt: str = ".3f") -> str:
     """3 decimals; n/a where undefined (no data, or a standard error of a single run)."""
-    return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
+    return "n/a" if v is None or not np.isfinite(v) else format(v, fmt)
 
 
 def format_report(data: dict) -> str:

@@ -2,7 +2,7 @@
 baseline, reduced to the numbers behind every figure and report."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ class Experiment:
     sgd: Curve | None
     endpoint: Endpoint | None
     eq_accuracy: Curve | None = None   # equilibrium hard test accuracy(x) over runs, where recorded
+    unconverged: list[str] = field(default_factory=list)   # "RUN: why" for each run not converged
 
     @property
     def land(self) -> Landscape:
@@ -77,7 +78,16 @@ def load_experiment(runs: list[str], sgd: str | None = None, label: str = "", mi
         curve = sgd_curve(base, recs[0].x_edges)
         endpoint = sgd_endpoint(base, recs[0].x_edges, eq, eq_accuracy)
     return Experiment(label or Path(runs[0]).name, runs, lands, mean_entropy, visited, eq, top, curve, endpoint,
-                      eq_accuracy)
+                      eq_accuracy, [f"{name}: {why}" for name, rec in zip(runs, recs) if (why := not_converged(rec))])
+
+
+def not_converged(rec) -> str:
+    """Why a run is not converged ("" when it is): its status and its windows' diagnostics."""
+    if rec.status == "converged":
+        return ""
+    worst = min(rec.windows, key=lambda w: w.flatness)
+    return (f"status {rec.status}, ln f {max(w.ln_f for w in rec.windows):.2g} (final is smaller), "
+            f"lowest flatness {worst.flatness:.2f}")
 
 
 def report_dict(exp: Experiment) -> dict:
@@ -101,9 +111,13 @@ def report_dict(exp: Experiment) -> dict:
         out.update({"sgd_mean": clean(exp.sgd.mean), "sgd_stderr": clean(exp.sgd.stderr),
                     "sgd_runs_per_bin": [int(c) for c in exp.sgd.count], "advantage": clean(exp.advantage)})
         e = exp.endpoint
-        out["sgd_endpoint"] = {"x": e.x, "x_stderr": e.x_stderr, "sgd_y": e.sgd_y, "sgd_stderr": e.sgd_stderr,
+        out["sgd_endpoint"] = {"x": e.x, "x_stderr": e.x_stderr, "runs": e.runs, "runs_outside": e.runs_outside,
+                               "sgd_y": e.sgd_y, "sgd_stderr": e.sgd_stderr,
                                "equilibrium_y": e.eq_y, "equilibrium_stderr": e.eq_stderr,
-                               "advantage": e.advantage}
+                               "advantage": e.advantage, "advantage_stderr": e.advantage_stderr}
         if exp.eq_accuracy is not None:
-            out["sgd_endpoint"].update({"sgd_accuracy": e.sgd_accuracy, "equilibrium_accuracy": e.eq_accuracy})
+            out["sgd_endpoint"].update({"sgd_accuracy": e.sgd_accuracy, "equilibrium_accuracy": e.eq_accuracy,
+                                        "accuracy_advantage": e.accuracy_advantage,
+                                        "accuracy_advantage_stderr": e.accuracy_advantage_stderr})
+    out["unconverged"] = exp.unconverged
     return out

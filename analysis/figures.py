@@ -58,6 +58,14 @@ def draw_landscape(ax: plt.Axes, exp: Experiment, colorbar: bool = True) -> None
     ax.set_xlim(land.x_edges[0], land.x_edges[-1])
     ax.set_ylim(land.y_edges[0], land.y_edges[-1])
     ax.set_title(exp.label, fontsize=10)
+    if exp.unconverged:
+        not_converged_mark(ax, f"{len(exp.unconverged)} of {len(exp.runs)} runs")
+
+
+def not_converged_mark(ax: plt.Axes, what: str) -> None:
+    """A red stamp across the top of a panel whose data come from runs that did not converge."""
+    ax.text(0.5, 0.97, f"NOT CONVERGED ({what})", transform=ax.transAxes, ha="center", va="top", fontsize=9,
+            color="white", weight="bold", bbox={"facecolor": "tab:red", "alpha": 0.85, "edgecolor": "none"})
 
 
 def landscape_figure(exp: Experiment, out: str | Path) -> list[Path]:
@@ -93,17 +101,34 @@ def compare_figure(exps: list[Experiment], out: str | Path) -> list[Path]:
 
 
 def diagnostics_figure(rec: RunRecord, out: str | Path, title: str = "") -> list[Path]:
-    """ln f and flatness of each window over the run, swap acceptance per window pair, move
-    acceptance per window and layer."""
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    steps = rec.history.step
+    """Per window over the run: ln f, flatness (the schedule's criterion, solid; over every
+    visited bin, dashed), the fraction of rare visited bins; the walkers' round trips between the
+    end windows; swap acceptance per window pair; move acceptance per window and layer. The title
+    gives each window's change of ln g since the previous checkpoint, and says when the run did
+    not converge."""
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7))
+    h = rec.history
+    steps = h.step
     for k in range(rec.n_windows):
         if len(steps):
-            axes[0, 0].semilogy(steps, rec.history.ln_f[:, k], label=f"window {k}")
-            axes[0, 1].plot(steps, rec.history.flatness[:, k], label=f"window {k}")
+            line, = axes[0, 0].semilogy(steps, h.ln_f[:, k], label=f"window {k}")
+            axes[0, 1].plot(steps, h.flatness[:, k], color=line.get_color(), label=f"window {k}")
+            if h.flatness_all is not None:
+                axes[0, 1].plot(steps, h.flatness_all[:, k], "--", color=line.get_color(), lw=0.8)
+            if h.rare_fraction is not None:
+                axes[0, 2].plot(steps, h.rare_fraction[:, k], color=line.get_color(), label=f"window {k}")
     axes[0, 0].set(xlabel="step", ylabel="ln f", title="ln f per window")
-    axes[0, 1].set(xlabel="step", ylabel="min H / mean H", title="histogram flatness", ylim=(0, 1.05))
+    axes[0, 1].set(xlabel="step", ylabel="min H / mean H", title="flatness (dashed: over every visited bin)",
+                   ylim=(0, 1.05))
+    axes[0, 2].set(xlabel="step", ylabel="fraction of visited bins", ylim=(0, None),
+                   title="rare bins (visits < 10 % of the median)")
     axes[0, 0].legend(fontsize=7)
+    if h.round_trips is not None and len(steps) and np.isfinite(h.round_trips).any():
+        axes[1, 2].plot(steps, h.round_trips, color="black")
+    else:
+        axes[1, 2].text(0.5, 0.5, "n/a (one window)" if rec.n_windows == 1 else "not recorded", ha="center",
+                        transform=axes[1, 2].transAxes)
+    axes[1, 2].set(xlabel="step", ylabel="completed round trips", title=f"round trips, window 0 <-> {rec.n_windows - 1}")
     pairs = np.arange(rec.n_windows - 1)
     rate = rec.swap_accepted / np.maximum(rec.swap_attempted, 1)
     axes[1, 0].bar(pairs, rate, color="tab:blue")
@@ -117,6 +142,10 @@ def diagnostics_figure(rec: RunRecord, out: str | Path, title: str = "") -> list
     axes[1, 1].set(xlabel="window", ylabel="accepted / attempted", title="move acceptance", ylim=(0, 1))
     axes[1, 1].set_xticks(np.arange(rec.n_windows) + 0.4 - width / 2, [str(k) for k in range(rec.n_windows)])
     axes[1, 1].legend(fontsize=7)
-    fig.suptitle(title or f"{rec.task}: {rec.status} after {rec.steps} steps")
+    changes = ", ".join(f"w{k} {w.ln_g_change:.3g}" for k, w in enumerate(rec.windows))
+    fig.suptitle((title or f"{rec.task}: {rec.status} after {rec.steps} steps")
+                 + f"\nchange of ln g since the previous checkpoint: {changes}")
+    if rec.status != "converged":
+        not_converged_mark(axes[0, 0], rec.status)
     fig.tight_layout()
     return save(fig, out)

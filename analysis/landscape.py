@@ -217,31 +217,67 @@ def sgd_curve(base: BaselineRecord, x_edges: np.ndarray) -> Curve:
 
 @dataclass
 class Endpoint:
-    """Where SGD ends, and the equilibrium at that train loss: one point of the equilibrium-vs-SGD plot."""
+    """Where the SGD runs end, and the equilibrium at each run's own final train loss: one point
+    of the equilibrium-vs-SGD plot.
 
-    x: float                  # mean final ln L_train of the SGD runs
+    The advantage is the mean over runs of <y>(x_r) - y_r, with <y> interpolated at each run's
+    final x_r: <y>(x) is steep and curved where SGD ends, so <y> at the mean x would not be the
+    mean of <y>. Runs that end outside the x range where <y> was sampled are counted in
+    `runs_outside` and left out of the means."""
+
+    x: float                  # mean final ln L_train of all runs
     x_stderr: float
-    x_bin: int
-    sgd_y: float              # mean final y of the SGD runs
+    runs: int                 # runs with a final x inside the sampled range (the means below)
+    runs_outside: int         # runs that ended outside it
+    sgd_y: float              # mean final y
     sgd_stderr: float
-    eq_y: float               # equilibrium <y> in the bin of x (mean over runs)
-    eq_stderr: float
-    sgd_accuracy: float = float("nan")   # mean final hard test accuracy of the SGD runs, and the
-    eq_accuracy: float = float("nan")    # equilibrium one in the bin (runs with a smoothed-accuracy y)
+    eq_y: float               # mean of <y>(x_r)
+    eq_stderr: float          # over runs, and the equilibrium's own standard error over seeds
+    advantage: float          # mean of <y>(x_r) - y_r
+    advantage_stderr: float
+    sgd_accuracy: float = float("nan")   # the same for the hard test accuracy (runs whose y is a
+    eq_accuracy: float = float("nan")    # smoothed accuracy)
+    accuracy_advantage: float = float("nan")
+    accuracy_advantage_stderr: float = float("nan")
 
-    @property
-    def advantage(self) -> float:
-        return self.eq_y - self.sgd_y
+
+def _at_runs(curve: Curve, x_centers: np.ndarray, x_runs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The curve and its standard error interpolated at each run's x (R,), and which runs lie
+    inside the range of x where the curve is defined."""
+    ok = np.isfinite(curve.mean)
+    if not ok.any():
+        return np.full(len(x_runs), np.nan), np.full(len(x_runs), np.nan), np.zeros(len(x_runs), dtype=bool)
+    xs = x_centers[ok]
+    inside = (x_runs >= xs[0]) & (x_runs <= xs[-1])
+    value = np.interp(x_runs, xs, curve.mean[ok])
+    se = np.interp(x_runs, xs, np.nan_to_num(curve.stderr[ok]))
+    return value, se, inside
+
+
+def _paired(eq: np.ndarray, eq_se: np.ndarray, sgd: np.ndarray) -> tuple[float, float, float, float, float]:
+    """Means and standard errors of the equilibrium, of SGD and of their paired difference over
+    runs; the difference's error adds the equilibrium's own (a mean, not independent per run)."""
+    n = len(sgd)
+    se = (lambda v: float(np.std(v, ddof=1) / np.sqrt(n)) if n > 1 else float("nan"))  # noqa: E731
+    d = eq - sgd
+    own = float(np.mean(eq_se)) if n else float("nan")
+    return (float(np.mean(eq)) if n else float("nan"), float(np.hypot(se(eq), own)),
+            float(np.mean(sgd)) if n else float("nan"), float(np.mean(d)) if n else float("nan"),
+            float(np.hypot(se(d), own)))
 
 
 def sgd_endpoint(base: BaselineRecord, x_edges: np.ndarray, eq: Curve, eq_accuracy: Curve | None = None) -> Endpoint:
+    """The endpoint point of `base` against the equilibrium curves (x bins `x_edges`)."""
     final_x, final_y = base.x[:, -1], base.y[:, -1]
-    n = base.runs
-    x = float(np.mean(final_x))
-    b = int(np.clip(np.searchsorted(x_edges, x, side="right") - 1, 0, len(x_edges) - 2))
-    se = (lambda v: float(np.std(v, ddof=1) / np.sqrt(n)) if n > 1 else float("nan"))  # noqa: E731
-    end = Endpoint(x, se(final_x), b, float(np.mean(final_y)), se(final_y), float(eq.mean[b]), float(eq.stderr[b]))
+    centers = 0.5 * (x_edges[1:] + x_edges[:-1])
+    eq_r, eq_se, inside = _at_runs(eq, centers, final_x)
+    n_all, n = base.runs, int(inside.sum())
+    se = (lambda v: float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan"))  # noqa: E731
+    eq_y, eq_stderr, sgd_y, adv, adv_se = _paired(eq_r[inside], eq_se[inside], final_y[inside])
+    end = Endpoint(float(np.mean(final_x)), se(final_x), n, n_all - n, sgd_y, se(final_y[inside]), eq_y, eq_stderr,
+                   adv, adv_se)
     if eq_accuracy is not None:
-        end.sgd_accuracy = float(np.mean(base.accuracy[:, -1]))
-        end.eq_accuracy = float(eq_accuracy.mean[b])
+        acc_r, acc_se, _ = _at_runs(eq_accuracy, centers, final_x)
+        end.eq_accuracy, _, end.sgd_accuracy, end.accuracy_advantage, end.accuracy_advantage_stderr = _paired(
+            acc_r[inside], acc_se[inside], base.accuracy[inside, -1])
     return end

@@ -104,6 +104,7 @@ class Engine:
                 share every rank's status                           (allgather)
                 on check steps: rank 0 records ln f and flatness
                 on exchange steps: one replica-exchange round       (neighbouring windows)
+                count round trips of walkers now in the lowest or highest window
                 if any rank was signalled: stop, interrupted
                 elif every window converged: stop, converged
                 elif on checkpoint steps: write a checkpoint
@@ -138,6 +139,7 @@ class Engine:
                 self.record_history()
             if exchange(self.step):
                 self.exchange()
+            self.walkers.track_round_trips(self.window.index == 0, self.window.index == cfg.windows.count - 1)
             status = self.decide()
             if status is None and checkpoint(self.step) and self.step < cfg.run.max_steps:
                 self.write_checkpoint("running")
@@ -210,14 +212,26 @@ class Engine:
             move_accepted=float(accepted.sum()), kinetic_t=self.sampler.kinetic_temperature(self.walkers),
             swap_attempted=float(self.swaps.attempted[w]) if has_pair else 0.0,
             swap_accepted=float(self.swaps.accepted[w]) if has_pair else 0.0,
-            init_iterations=self.init_iterations, init_seconds=self.init_seconds)
+            init_iterations=self.init_iterations, init_seconds=self.init_seconds, flatness_all=est.flatness_all,
+            rare_fraction=est.rare_fraction, ln_g_change=est.ln_g_change,
+            round_trips=float(self.walkers.round_trips.sum()))
         self.statuses = [RankStatus.from_array(row) for row in self.comm.allgather(mine.to_array())]
 
     def record_history(self) -> None:
-        """Rank 0 keeps every window's ln f and flatness at each check (for diagnostics)."""
+        """Rank 0 keeps every window's ln f, flatness and rare fraction, and the round trips, at
+        each check (for diagnostics)."""
         if self.comm.is_root:
             leaders = self.statuses[:: self.comm.ranks_per_window]
-            self.history.append((self.step, np.array([s.ln_f for s in leaders]), np.array([s.flatness for s in leaders])))
+            self.history.append((self.step, *(np.array([getattr(s, name) for s in leaders])
+                                              for name in ("ln_f", "flatness", "flatness_all", "rare_fraction")),
+                                 self.round_trips()))
+
+    def round_trips(self) -> float:
+        """All walkers' completed round trips between the lowest and the highest window (nan for
+        a single window)."""
+        if self.comm.n_windows == 1:
+            return float("nan")
+        return float(sum(s.round_trips for s in self.statuses))
 
     def exchange(self) -> None:
         exchange_round(self.comm, self.exchange_rounds, self.windows, self.walkers, self.est, self.rng, self.swaps)
@@ -246,6 +260,8 @@ class Engine:
     def write_checkpoint(self, status: str) -> None:
         """Collective: every rank writes its checkpoint, rank 0 the run file, then marks the set
         complete. A crash in between leaves the previous complete set in force."""
+        self.est.mark_checkpoint()
+        self.share_status()          # the run file reports the change of ln g just measured
         self.store.write_checkpoint(self.comm.rank, self.snapshot())
         record = self.gather_record(status)
         self.comm.barrier()
@@ -276,14 +292,19 @@ class Engine:
         self.elapsed_before = float(ck.elapsed_seconds)
         if self.comm.is_root:
             h = ck.history
-            self.history = [(int(s), lf, fl) for s, lf, fl in zip(h.step, h.ln_f, h.flatness)]
+            missing = np.full_like(h.ln_f, np.nan)       # schema 1 and 2 checkpoints
+            self.history = list(zip(h.step.tolist(), h.ln_f, h.flatness,
+                                    missing if h.flatness_all is None else h.flatness_all,
+                                    missing if h.rare_fraction is None else h.rare_fraction,
+                                    np.full(len(h.step), np.nan) if h.round_trips is None else h.round_trips))
 
     def history_record(self) -> History:
         """Rank 0's record of the flatness checks (empty on other ranks)."""
         n_w, hist = self.cfg.windows.count, self.history
-        return History(step=np.array([h[0] for h in hist], dtype=np.int64),
-                       ln_f=np.array([h[1] for h in hist]).reshape(len(hist), n_w),
-                       flatness=np.array([h[2] for h in hist]).reshape(len(hist), n_w))
+        column = lambda k: np.array([h[k] for h in hist]).reshape(len(hist), n_w)  # noqa: E731
+        return History(step=np.array([h[0] for h in hist], dtype=np.int64), ln_f=column(1), flatness=column(2),
+                       flatness_all=column(3), rare_fraction=column(4),
+                       round_trips=np.array([h[5] for h in hist], dtype=np.float64))
 
     def gather_record(self, status: str) -> RunRecord | None:
         """Collective: window leaders send their estimate to rank 0, which builds the run record."""
@@ -307,6 +328,7 @@ class Engine:
                 x_bins=(w.lo, w.hi), ln_g=values["ln_g"], hist=values["hist"], visits=values["visits"],
                 accuracy_sum=values.get("accuracy_sum"), ln_f=lead.ln_f, stage=lead.stage,
                 one_over_t=lead.one_over_t, converged=lead.converged, flatness=lead.flatness,
+                flatness_all=lead.flatness_all, rare_fraction=lead.rare_fraction, ln_g_change=lead.ln_g_change,
                 init_iterations=max(r.init_iterations for r in ranks), init_seconds=max(r.init_seconds for r in ranks)))
         return RunRecord(
             deck_text=cfg.text, deck_path=cfg.path, status=status, task=self.task.name, sampler=cfg.sampler.kind,
@@ -315,7 +337,8 @@ class Engine:
             steps=self.step, max_steps=cfg.run.max_steps, elapsed_seconds=self.elapsed(),
             x_edges=cfg.grid.x.edges, y_edges=cfg.grid.y.edges, windows=windows,
             group_names=self.sampler.counter_names, move_attempted=moves[0], move_accepted=moves[1],
-            swap_attempted=swaps[0], swap_accepted=swaps[1], rewl_version=__version__, history=self.history_record())
+            swap_attempted=swaps[0], swap_accepted=swaps[1], rewl_version=__version__, history=self.history_record(),
+            round_trips=self.round_trips())
 
 
 def run_deck(cfg: Config, out_dir: str, resume: bool, force: bool) -> int:

@@ -40,7 +40,7 @@ def exchange_round(comm: Comm, round_index: int, windows: list[Window], walkers:
     """One exchange round for this rank (a no-op for ranks whose window has no partner this round).
 
     windows: every window of the run. Swapped walkers carry parameters, CVs and (WLMD)
-    velocities; their bins are recomputed in the receiving window.
+    velocities and their round-trip counters; their bins are recomputed in the receiving window.
     """
     w, parity = comm.window, round_index % 2
     if w % 2 == parity and w + 1 < comm.n_windows:
@@ -107,6 +107,9 @@ def exchange_round(comm: Comm, round_index: int, windows: list[Window], walkers:
         out_v = walkers.velocities[idx].cpu().numpy()
         walkers.velocities[idx] = torch.as_tensor(comm.sendrecv(out_v, partner, out_v.shape, out_v.dtype, tag=8),
                                                   device=device)
+    out_trips = torch.stack([walkers.trip_state[idx], walkers.round_trips[idx]], dim=1).cpu().numpy()
+    in_trips = torch.as_tensor(comm.sendrecv(out_trips, partner, out_trips.shape, out_trips.dtype, tag=9), device=device)
+    walkers.trip_state[idx], walkers.round_trips[idx] = in_trips[:, 0], in_trips[:, 1]
     x_new = torch.as_tensor(in_cvs[:, 0], device=device)
     y_new = torch.as_tensor(in_cvs[:, 1], device=device)
     ix, iy_new, inside = windows[w].bin(x_new, y_new)

@@ -18,8 +18,10 @@ def hms(seconds: float) -> str:
 
 
 class ProgressLine:
-    """Per window: ln f, flatness, move rate (and kinetic temperature under wlmd); swap acceptance
-    per window pair; ln f progress; elapsed time and the time left in the step budget."""
+    """Per window: ln f, flatness (the schedule's / over every visited bin), the fraction of rare
+    visited bins, the change of ln g since the previous checkpoint (dS), move rate (and kinetic
+    temperature under wlmd); swap acceptance per window pair and the walkers' round trips between
+    the end windows; ln f progress; elapsed time and the time left in the step budget."""
 
     HOT = 1.5     # kinetic temperature above which the Langevin integration is called unstable
 
@@ -41,8 +43,10 @@ class ProgressLine:
             ranks = self._window(statuses, k)
             lead = ranks[0]
             rate = sum(r.move_accepted for r in ranks) / max(1.0, sum(r.move_attempted for r in ranks))
-            part = (f"w{k}{'*' if lead.converged else ''} lnf={lead.ln_f:.2e} flat={lead.flatness:.2f} "
-                    f"{self.rate_label}={rate:.2f}")
+            part = (f"w{k}{'*' if lead.converged else ''} lnf={lead.ln_f:.2e} flat={lead.flatness:.2f}"
+                    f"/{lead.flatness_all:.2f} rare={lead.rare_fraction:.2f}"
+                    + (f" dS={lead.ln_g_change:.2g}" if np.isfinite(lead.ln_g_change) else "")
+                    + f" {self.rate_label}={rate:.2f}")
             temperature = np.mean([r.kinetic_t for r in ranks])
             if np.isfinite(temperature):
                 part += f" T={temperature:.2f}"
@@ -52,8 +56,9 @@ class ProgressLine:
             ranks = self._window(statuses, k)
             swaps.append(f"{sum(r.swap_accepted for r in ranks) / max(1.0, sum(r.swap_attempted for r in ranks)):.2f}")
         progress = min(self.schedule.progress(r.ln_f, r.converged, step) for r in statuses)
+        trips = sum(r.round_trips for r in statuses)
         return (f"step {step}/{self.max_steps} | " + " | ".join(parts)
-                + (f" | swap {' '.join(swaps)}" if swaps else "")
+                + (f" | swap {' '.join(swaps)} | trips {trips:.0f}" if swaps else "")
                 + f" | ln f progress {100 * progress:.0f}% | {hms(elapsed)} elapsed, budget ends in {hms(seconds_left)}")
 
     def show(self, step: int, statuses: list[RankStatus], elapsed: float, seconds_left: float,

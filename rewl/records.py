@@ -37,6 +37,11 @@ class EstimateRecord:
     flatness: float                           # at the last flatness check
     accuracy_sum: np.ndarray | None = compressed(None)   # hard test accuracy summed over visits (wlmd with a
                                                      # smoothed accuracy as y); mean = accuracy_sum / visits
+    # diagnostics (nan in files of schemas 1 and 2, which lack them)
+    flatness_all: float = float("nan")        # min H / mean H over every visited bin
+    rare_fraction: float = float("nan")       # visited bins with visits below 10 % of the median
+    ln_g_change: float = float("nan")         # max |change of ln g| since the previous checkpoint, after its constant
+    ln_g_checkpoint: np.ndarray | None = compressed(None)   # ln g at the previous checkpoint (checkpoints only)
 
 
 @dataclass(kw_only=True)
@@ -58,6 +63,8 @@ class WalkersRecord:
     ix: np.ndarray                            # (B,) local x bin
     iy: np.ndarray                            # (B,)
     velocities: np.ndarray | None = None      # (B, n_params) under wlmd
+    trip_state: np.ndarray | None = None      # (B,) 0, or the end window last reached: 1 lowest, 2 highest
+    round_trips: np.ndarray | None = None     # (B,) completed lowest -> highest -> lowest trips
 
 
 @dataclass(kw_only=True)
@@ -66,11 +73,16 @@ class History:
 
     step: np.ndarray                          # (T,) steps of the checks
     ln_f: np.ndarray                          # (T, n_windows)
-    flatness: np.ndarray                      # (T, n_windows)
+    flatness: np.ndarray                      # (T, n_windows) the schedule's criterion
+    flatness_all: np.ndarray | None = None    # (T, n_windows) over every visited bin (None in older files)
+    rare_fraction: np.ndarray | None = None   # (T, n_windows)
+    round_trips: np.ndarray | None = None     # (T,) completed round trips of all walkers
 
     @classmethod
     def empty(cls, n_windows: int) -> History:
-        return cls(step=np.zeros(0, dtype=np.int64), ln_f=np.zeros((0, n_windows)), flatness=np.zeros((0, n_windows)))
+        z = lambda: np.zeros((0, n_windows))  # noqa: E731
+        return cls(step=np.zeros(0, dtype=np.int64), ln_f=z(), flatness=z(), flatness_all=z(), rare_fraction=z(),
+                   round_trips=np.zeros(0))
 
 
 @dataclass(kw_only=True)
@@ -100,6 +112,8 @@ class RunRecord:
     swap_accepted: np.ndarray = at("acceptance/swap_accepted")
     history: History
     rewl_version: str = ""
+    round_trips: float = float("nan")         # walkers' round trips between the lowest and the highest window
+                                              # (nan: one window, or a file that did not record them)
 
     @property
     def n_windows(self) -> int:

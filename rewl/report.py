@@ -29,16 +29,24 @@ def info(path: str) -> int:
     move_rate = rec.move_accepted.sum(axis=1) / np.maximum(1, rec.move_attempted.sum(axis=1))
     # wlmd has no acceptance: its column is the fraction of walker-steps inside the window
     rate_name = "  inside  " if rec.sampler == "wlmd" else "acceptance"
-    print(f"  window  x range              ln f       stage  flat  visited  {rate_name}  init iters (s)")
+    print(f"  window  x range              ln f       stage  flat (all)   rare  d ln g  visited  {rate_name}  "
+          "init iters (s)")
     for k, w in enumerate(rec.windows):
         lo, hi = w.x_bins
         mark = " converged" if w.converged else (" 1/t" if w.one_over_t else "")
         print(f"  {k:<6d}  [{rec.x_edges[lo]:7.3f}, {rec.x_edges[hi]:7.3f})  {w.ln_f:9.3e}  {w.stage:5d}  "
-              f"{w.flatness:4.2f}  {int((w.visits > 0).sum()):7d}  {move_rate[k]:10.3f}  "
-              f"{w.init_iterations} ({w.init_seconds:.1f}){mark}")
+              f"{w.flatness:4.2f} ({_num(w.flatness_all, 2)})  {_num(w.rare_fraction, 3)}  {_num(w.ln_g_change, 3):>6}  "
+              f"{int((w.visits > 0).sum()):7d}  {move_rate[k]:10.3f}  {w.init_iterations} ({w.init_seconds:.1f}){mark}")
+    print("  flat: the schedule's criterion (all: over every visited bin); rare: visited bins with visits below "
+          "10 % of the median;\n  d ln g: largest change of ln g since the previous checkpoint, after its constant")
     for k in range(rec.n_windows - 1):
         rate = rec.swap_accepted[k] / max(1.0, rec.swap_attempted[k])
         print(f"  swaps {k}<->{k + 1}: {int(rec.swap_accepted[k])}/{int(rec.swap_attempted[k])} accepted ({rate:.3f})")
+    if rec.n_windows > 1:
+        print(f"  round trips of walkers between windows 0 and {rec.n_windows - 1}: {_num(rec.round_trips, 0)} "
+              f"({_num(rec.round_trips / (rec.walkers_per_rank * rec.ranks_per_window * rec.n_windows), 2)} per walker)")
+    if rec.status != "converged":
+        print(f"  NOT CONVERGED ({rec.status}): the landscape is an estimate in progress; see the diagnostics above")
     if rec.task == "box_quadratic":
         _exact_check(rec)
     return 0
@@ -60,3 +68,8 @@ def _exact_check(rec: RunRecord) -> None:
         errors.append(max_error_after_constant(w.ln_g, exact[lo:hi], mask) if mask.any() else float("nan"))
     print(f"  exact check: max |S - S_exact| over visited bins, after each window's constant: "
           f"{' '.join(f'{e:.3f}' for e in errors)}")
+
+
+def _num(value: float, digits: int) -> str:
+    """`value` with `digits` decimals, or n/a where it was not recorded."""
+    return "n/a" if not np.isfinite(value) else f"{value:.{digits}f}"

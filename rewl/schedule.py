@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from .config import ScheduleConfig
-from .wl import Estimate, flatness
+from .wl import Estimate, flatness, visit_diagnostics
 
 
 class Schedule:
@@ -29,6 +29,7 @@ class Schedule:
         """A flatness check at `step`: flatness over established bins, then the ln f update;
         identical on every rank of a window (it sees the merged estimate)."""
         est.flatness = flatness(est.hist, est.visits, self.cfg.min_visit_fraction)
+        est.flatness_all, est.rare_fraction = visit_diagnostics(est.hist, est.visits)
         if est.converged:
             return
         # t of the 1/t schedule: Monte Carlo time per bin of one walker (the estimate is their average)
@@ -76,7 +77,7 @@ class OneOverT(Schedule):
         if est.one_over_t:
             est.ln_f = min(est.ln_f, 1.0 / steps_per_bin)
             return False
-        if est.flatness <= 0:
+        if est.flatness < self.cfg.flatness:
             return False
         before = est.ln_f
         est.ln_f /= 2.0

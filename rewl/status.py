@@ -28,6 +28,10 @@ class RankStatus:
     swap_accepted: float
     init_iterations: int
     init_seconds: float
+    flatness_all: float          # over every visited bin
+    rare_fraction: float         # visited bins with visits below 10 % of the median
+    ln_g_change: float           # since the previous checkpoint, after its constant
+    round_trips: float           # completed round trips of this rank's walkers
 
     def to_array(self) -> np.ndarray:
         """(n_fields,) float64, for one allgather."""

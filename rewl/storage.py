@@ -32,8 +32,8 @@ __all__ = ["BaselineRecord", "Checkpoint", "EstimateRecord", "History", "RunReco
 
 SCHEMA_VERSION = 3
 # 2 added optional data (WLMD velocities, hard-accuracy sums); 3 nested the checkpoint (walkers/,
-# estimate/, sampler/, history/). Run files of 1 and 2 have the layout of 3; their checkpoints are
-# read by ``_legacy_checkpoint``.
+# estimate/, sampler/, history/) and added the convergence diagnostics. Run files of 1 and 2 have
+# the layout of 3 (their diagnostics read as nan); their checkpoints are read by ``_legacy_checkpoint``.
 READABLE_VERSIONS = (1, 2, 3)
 FORMAT = "rewl-run"
 

@@ -22,12 +22,28 @@ class Walkers:
     ix: torch.Tensor       # (B,) long, local x bin in the window (clamped into it)
     iy: torch.Tensor       # (B,) long
     velocities: torch.Tensor | None = None   # (B, n_params) under wlmd
+    # round trips between the lowest and the highest window; they travel with the walker
+    trip_state: torch.Tensor | None = None   # (B,) long: 0, or the end last reached: 1 lowest, 2 highest
+    round_trips: torch.Tensor | None = None  # (B,) long: completed lowest -> highest -> lowest trips
 
     @classmethod
     def at(cls, task: Task, params: torch.Tensor, window: Window) -> tuple[Walkers, torch.Tensor]:
         """Walkers at `params` with CVs evaluated; also returns which are inside the window (B,)."""
         walkers = cls(params, *([torch.empty(0)] * 4))
+        zeros = torch.zeros(params.shape[0], dtype=torch.long, device=params.device)
+        walkers.trip_state, walkers.round_trips = zeros, zeros.clone()
         return walkers, walkers.refresh(task, window)
+
+    def track_round_trips(self, lowest: bool, highest: bool) -> None:
+        """Update the trips of walkers now in the lowest and/or the highest window (a round trip is
+        lowest -> highest -> lowest; with one window there are none)."""
+        if lowest and highest:
+            return
+        if lowest:
+            self.round_trips += (self.trip_state == 2).long()
+            self.trip_state.fill_(1)
+        elif highest:
+            self.trip_state.masked_fill_(self.trip_state == 1, 2)
 
     def refresh(self, task: Task, window: Window) -> torch.Tensor:
         """Recompute the CVs and bins of the current parameters; returns the inside mask (B,)."""
@@ -38,15 +54,20 @@ class Walkers:
         return inside
 
     def to_record(self) -> WalkersRecord:
-        n = lambda a: a.detach().cpu().numpy()  # noqa: E731
+        n = lambda a: None if a is None else a.detach().cpu().numpy()  # noqa: E731
         return WalkersRecord(params=n(self.params), x=n(self.x), y=n(self.y), ix=n(self.ix), iy=n(self.iy),
-                             velocities=None if self.velocities is None else n(self.velocities))
+                             velocities=n(self.velocities), trip_state=n(self.trip_state),
+                             round_trips=n(self.round_trips))
 
     @classmethod
     def from_record(cls, rec: WalkersRecord, dtype: torch.dtype, device: torch.device) -> Walkers:
         t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
-        return cls(t(rec.params).to(dtype), t(rec.x), t(rec.y), t(rec.ix), t(rec.iy),
-                   None if rec.velocities is None else t(rec.velocities).to(dtype))
+        walkers = cls(t(rec.params).to(dtype), t(rec.x), t(rec.y), t(rec.ix), t(rec.iy),
+                      None if rec.velocities is None else t(rec.velocities).to(dtype))
+        zeros = torch.zeros(len(rec.x), dtype=torch.long, device=device)     # schema 1 and 2 checkpoints
+        walkers.trip_state = zeros if rec.trip_state is None else t(rec.trip_state)
+        walkers.round_trips = zeros.clone() if rec.round_trips is None else t(rec.round_trips)
+        return walkers
 
 
 def drive_into_window(task: Task, params: torch.Tensor, x_range: tuple[float, float], y_range: tuple[float, float],

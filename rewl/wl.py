@@ -25,9 +25,14 @@ class Estimate:
     stage: int = 0          # completed reductions of ln f
     one_over_t: bool = False  # True once the 1/t schedule took over
     converged: bool = False
-    flatness: float = 0.0   # at the last flatness check
+    flatness: float = 0.0   # at the last flatness check: the schedule's criterion (``flatness``)
     accuracy_sum: torch.Tensor | None = None  # (n_x, n_y) hard test accuracy summed over visits (wlmd
                                               # with a smoothed accuracy as y); mean = accuracy_sum / visits
+    # diagnostics, at the last flatness check (``visit_diagnostics``) and the last checkpoint
+    flatness_all: float = 0.0          # min H / mean H over every visited bin
+    rare_fraction: float = float("nan")  # visited bins with visits below 10 % of the median
+    ln_g_change: float = float("nan")  # max |change of ln g| since the previous checkpoint, after its constant
+    ln_g_checkpoint: torch.Tensor | None = None  # (n_x, n_y) ln g at the previous checkpoint
 
     @classmethod
     def zeros(cls, shape: tuple[int, int], ln_f: float, device: torch.device, walkers: int = 1,
@@ -39,19 +44,26 @@ class Estimate:
         """Names of the arrays whose increments the ranks of a window sum."""
         return ("ln_g", "hist", "visits") + (("accuracy_sum",) if self.accuracy_sum is not None else ())
 
+    def mark_checkpoint(self) -> None:
+        """Measure how much ln g changed since the previous checkpoint, and remember it as it is."""
+        if self.ln_g_checkpoint is not None:
+            self.ln_g_change = ln_g_change(self.ln_g_checkpoint, self.ln_g, self.visits > 0)
+        self.ln_g_checkpoint = self.ln_g.clone()
+
     def to_record(self) -> EstimateRecord:
-        n = lambda a: a.cpu().numpy()  # noqa: E731
+        n = lambda a: None if a is None else a.cpu().numpy()  # noqa: E731
         return EstimateRecord(ln_g=n(self.ln_g), hist=n(self.hist), visits=n(self.visits), ln_f=self.ln_f,
                               stage=self.stage, one_over_t=self.one_over_t, converged=self.converged,
-                              flatness=self.flatness,
-                              accuracy_sum=None if self.accuracy_sum is None else n(self.accuracy_sum))
+                              flatness=self.flatness, accuracy_sum=n(self.accuracy_sum),
+                              flatness_all=self.flatness_all, rare_fraction=self.rare_fraction,
+                              ln_g_change=self.ln_g_change, ln_g_checkpoint=n(self.ln_g_checkpoint))
 
     @classmethod
     def from_record(cls, rec: EstimateRecord, walkers: int, device: torch.device) -> Estimate:
-        t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
+        t = lambda a: None if a is None else torch.as_tensor(a, device=device)  # noqa: E731
         return cls(t(rec.ln_g), t(rec.hist), t(rec.visits), float(rec.ln_f), walkers, int(rec.stage),
-                   bool(rec.one_over_t), bool(rec.converged), float(rec.flatness),
-                   None if rec.accuracy_sum is None else t(rec.accuracy_sum))
+                   bool(rec.one_over_t), bool(rec.converged), float(rec.flatness), t(rec.accuracy_sum),
+                   float(rec.flatness_all), float(rec.rare_fraction), float(rec.ln_g_change), t(rec.ln_g_checkpoint))
 
 
 def wl_accept(ln_g: torch.Tensor, ix_old: torch.Tensor, iy_old: torch.Tensor, ix_new: torch.Tensor,
@@ -154,26 +166,49 @@ def wall_slope(values: torch.Tensor, lo: float, hi: float, strength: float) -> t
 
 def established_bins(visits: torch.Tensor, min_fraction: float) -> torch.Tensor:
     """Bins visited at least `min_fraction` x the mean visits of visited bins over the run (bool).
-
-    On a 2-D grid, fringe bins (a rare test accuracy at a given loss) may be hit once and then
-    not for a long time; counting them would stall every flatness test. min_fraction = 0 gives
-    the classic criterion over all visited bins."""
+    min_fraction = 0 (the default) gives every visited bin."""
     visited = visits > 0
-    if not bool(visited.any()):
+    if min_fraction <= 0 or not bool(visited.any()):
         return visited
     return visited & (visits >= min_fraction * visits[visited].mean())
 
 
 def flatness(hist: torch.Tensor, visits: torch.Tensor, min_fraction: float) -> float:
-    """min H / mean H over the established bins; 0 until every x row of the window was visited.
+    """min H / mean H over the visited bins (``established_bins``: all of them by default); 0
+    until every x row of the window was visited.
 
     The x range of a window is known in advance, its y range is not: like the "all bins visited"
     rule of Belardinelli and Pereyra, ln f may not fall before walkers have reached both ends of
     the window, or the unexplored rows would never be filled."""
     if not bool((visits.sum(dim=1) > 0).all()):
         return 0.0
-    h = hist[established_bins(visits, min_fraction)]
-    if h.numel() == 0:
+    counted = established_bins(visits, min_fraction)
+    if not bool(counted.any()):
         return 0.0
+    mean = float(hist[counted].mean())
+    return float(hist[counted].min()) / mean if mean > 0 else 0.0
+
+
+RARE = 0.1     # a visited bin is rare below this fraction of the median visits of the visited bins
+
+
+def visit_diagnostics(hist: torch.Tensor, visits: torch.Tensor) -> tuple[float, float]:
+    """(flatness over every visited bin: min H / mean H of the stage histogram; the fraction of
+    visited bins whose run visits are below RARE x their median). (0, nan) before any visit."""
+    visited = visits > 0
+    if not bool(visited.any()):
+        return 0.0, float("nan")
+    h = hist[visited]
     mean = float(h.mean())
-    return float(h.min()) / mean if mean > 0 else 0.0
+    v = visits[visited]
+    rare = float((v < RARE * v.median()).double().mean())
+    return (float(h.min()) / mean if mean > 0 else 0.0), rare
+
+
+def ln_g_change(before: torch.Tensor, after: torch.Tensor, mask: torch.Tensor) -> float:
+    """max |(after - before) - c| over the bins of `mask`, c their mean change: how much the shape
+    of ln g moved (a converged estimate only shifts by a constant)."""
+    if not bool(mask.any()):
+        return float("nan")
+    d = (after - before)[mask]
+    return float((d - d.mean()).abs().max())

@@ -197,6 +197,8 @@ def assert_same_records(a: Any, b: Any) -> None:
         vb = fb[name]
         if isinstance(va, np.ndarray):
             np.testing.assert_array_equal(va, vb, err_msg=name)
+        elif isinstance(va, float) and np.isnan(va):
+            assert isinstance(vb, float) and np.isnan(vb), name
         else:
             assert va == vb, name
 

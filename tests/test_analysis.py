@@ -8,7 +8,16 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from analysis.landscape import AnalysisError, Landscape, equilibrium, equilibrium_accuracy, join_windows, sgd_curve
+from analysis.landscape import (
+    AnalysisError,
+    Curve,
+    Landscape,
+    equilibrium,
+    equilibrium_accuracy,
+    join_windows,
+    sgd_curve,
+    sgd_endpoint,
+)
 from conftest import run_rewl
 from rewl.grid import window_bins
 from rewl.storage import BaselineRecord, History, RunRecord, WindowRecord
@@ -101,6 +110,26 @@ def test_equilibrium_ignores_unvisited_and_survives_huge_entropy():
     assert top[0] == 0.375
 
 
+def test_endpoint_advantage_is_taken_run_by_run():
+    """<y>(x) = x^2 on [0, 2]: at the mean x of runs at 0.5 and 1.5, <y> is 1.0, but the mean of
+    <y>(x_r) is 1.25; a run ending outside the sampled x range is counted, not averaged."""
+    edges = np.linspace(0.0, 2.0, 201)
+    centers = 0.5 * (edges[1:] + edges[:-1])
+    eq = Curve(centers ** 2, np.full(200, 0.01), np.ones(200))
+    x = np.array([[0.0, 0.5], [0.0, 1.5], [0.0, 2.5]])
+    y = np.array([[0.0, 0.2], [0.0, 1.8], [0.0, 9.0]])
+    base = BaselineRecord(deck_text="", deck_path="d.toml", task="spiral", optimizer="sgd", learning_rate=0.1,
+                          batch_size=10, x_label="x", y_label="y", step=np.arange(2), x=x, y=y,
+                          accuracy=np.full((3, 2), np.nan), elapsed_seconds=0.0)
+    end = sgd_endpoint(base, edges, eq)
+    assert (end.runs, end.runs_outside) == (2, 1)
+    assert end.eq_y == pytest.approx((0.25 + 2.25) / 2, abs=1e-4) and end.sgd_y == pytest.approx(1.0)
+    assert end.advantage == pytest.approx(((0.25 - 0.2) + (2.25 - 1.8)) / 2, abs=1e-4)
+    # the paired differences 0.05 and 0.45: standard error 0.2, with the curve's own 0.01
+    assert end.advantage_stderr == pytest.approx(math.hypot(0.2, 0.01), rel=1e-3)
+    assert end.x == pytest.approx(1.5)
+
+
 def test_sgd_curve_averages_each_run_once_per_bin():
     base = BaselineRecord(deck_text="", deck_path="d.toml", task="spiral", optimizer="sgd", learning_rate=0.1,
                           batch_size=10, x_label="x", y_label="y", step=np.arange(3),
@@ -149,6 +178,10 @@ def test_real_run_through_join_equilibrium_and_every_figure(spiral_deck, tmp_pat
     assert len(eq) >= 10 and all(0 <= v <= 1 for v in eq)
     assert any(v is not None for v in data["equilibrium_stderr"])     # two seeds: standard errors
     assert data["sgd_endpoint"]["sgd_y"] > 0.5
+    end = data["sgd_endpoint"]
+    assert end["runs"] + end["runs_outside"] == 20 and end["advantage_stderr"] > 0
+    # 3000 steps are not converged: said on stderr and in the report
+    assert len(data["unconverged"]) == 2 and "not converged" in proc.stderr
     table = run_analysis(["report", *runs, "--sgd", sgd, *loose])
     assert table.returncode == 0 and "SGD endpoint" in table.stdout and "join 0-1" in table.stdout
     strict = run_analysis(["report", *runs, "--max-residual", "0.01"])

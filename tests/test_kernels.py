@@ -28,7 +28,9 @@ from rewl.wl import (
     established_bins,
     flatness,
     gaussian_kernel,
+    ln_g_change,
     reflect,
+    visit_diagnostics,
     wall_slope,
     wl_accept,
 )
@@ -81,6 +83,19 @@ def test_deposit_counts_repeated_bins_and_flatness():
     assert flatness(est.hist, est.visits, 0.9) == 1.0           # only the bin of 2 visits is established
 
 
+def test_every_visited_bin_holds_the_schedule_back_and_diagnostics():
+    hist = torch.tensor([[10.0, 10.0, 10.0], [10.0, 0.0, 10.0]])
+    visits = torch.tensor([[1000.0, 1000, 1000], [1000, 5, 1000]])
+    assert flatness(hist, visits, 0.0) == 0.0                    # a rarely visited bin not seen again: wait
+    assert flatness(hist, visits, 0.01) == 1.0                   # (what the old default let through)
+    all_visited, rare = visit_diagnostics(hist, torch.tensor([[100.0, 100, 100], [100, 5, 100]]))
+    assert all_visited == 0.0 and rare == pytest.approx(1 / 6)
+    before = torch.tensor([[0.0, 1.0], [2.0, 3.0]], dtype=torch.float64)
+    assert ln_g_change(before, before + 7.0, torch.ones(2, 2, dtype=torch.bool)) == 0.0   # a constant shift
+    after = before + torch.tensor([[0.0, 0.0], [0.0, 0.4]], dtype=torch.float64)
+    assert ln_g_change(before, after, torch.ones(2, 2, dtype=torch.bool)) == pytest.approx(0.3)
+
+
 def test_established_bins_skip_rare_fringe_bins():
     visits = torch.tensor([[1000.0, 1000.0], [2.0, 0.0]])
     assert established_bins(visits, 0.01).tolist() == [[True, True], [False, False]]
@@ -120,11 +135,11 @@ def _schedule(kind: str):
 
 
 def _stage_with(est: Estimate, flat: bool) -> None:
-    """Visits of bin (0, 0) in this stage, and of bin (1, 1) only when `flat`: flatness 1 or 0."""
-    est.hist.zero_()
-    est.hist[0, 0] = 1
+    """Every bin visited, in this stage too except bin (1, 1) unless `flat`: flatness 1 or 0 (ln g
+    is the same everywhere, so the lagging bin is no sink)."""
+    est.hist.fill_(1.0)
     est.hist[1, 1] = float(flat)
-    est.visits[0, 0] = est.visits[1, 1] = 1
+    est.visits.fill_(1.0)
 
 
 def test_halving_schedule():
@@ -132,7 +147,7 @@ def test_halving_schedule():
     est = Estimate.zeros((2, 2), 1.0, torch.device("cpu"))
     _stage_with(est, flat=False)
     schedule.check(est, 10)
-    assert est.ln_f == 1.0 and est.flatness == 0.0 and est.hist.sum() == 1
+    assert est.ln_f == 1.0 and est.flatness == 0.0 and est.hist.sum() == 3
     _stage_with(est, flat=True)
     schedule.check(est, 10)
     assert est.ln_f == 0.5 and est.stage == 1 and est.hist.sum() == 0 and est.flatness == 1.0
@@ -149,21 +164,21 @@ def test_halving_schedule():
 def test_one_over_t_schedule_switches_and_follows_t():
     schedule = _schedule("1/t")
     est = Estimate.zeros((2, 2), 1.0, torch.device("cpu"))
-    _stage_with(est, flat=False)          # two visited bins; t = step / 2
-    schedule.check(est, 20)               # a visited bin not seen again in this stage: wait
+    _stage_with(est, flat=False)          # four visited bins; t = step / 4
+    schedule.check(est, 40)               # a visited bin not seen again in this stage: wait
     assert est.ln_f == 1.0 and est.stage == 0
     _stage_with(est, flat=True)
-    schedule.check(est, 20)               # every visited bin seen: halve; 0.5 >= 1/t = 0.1
+    schedule.check(est, 40)               # flat over every visited bin: halve; 0.5 >= 1/t = 0.1
     assert est.ln_f == 0.5 and est.stage == 1 and not est.one_over_t
     _stage_with(est, flat=True)
-    schedule.check(est, 6)                # 0.25 < 1/t = 1/3: switch to ln f = 1/t
+    schedule.check(est, 12)               # 0.25 < 1/t = 1/3: switch to ln f = 1/t
     assert est.one_over_t and est.ln_f == pytest.approx(1 / 3)
-    schedule.check(est, 4)                # 1/t = 0.5 would raise ln f: it never grows
+    schedule.check(est, 8)                # 1/t = 0.5 would raise ln f: it never grows
     assert est.ln_f == pytest.approx(1 / 3)
     _stage_with(est, flat=False)
-    schedule.check(est, 100)              # flatness no longer matters
+    schedule.check(est, 200)              # flatness no longer matters
     assert est.ln_f == pytest.approx(1 / 50) and not est.converged
-    schedule.check(est, 4000)
+    schedule.check(est, 8000)
     assert est.ln_f == pytest.approx(1 / 2000) and est.converged
 
 
@@ -421,6 +436,18 @@ def test_md_with_the_exact_entropy_gives_a_flat_histogram(integrator, expected):
     slope_x, slope_y, _ = np.linalg.lstsq(design, ln_h.ravel(), rcond=None)[0]
     print(f"{integrator}: ln H slopes {slope_x:.3f} {slope_y:.3f}, expected {expected:.3f}")
     assert abs(slope_x - expected) < 0.05 and abs(slope_y - expected) < 0.05
+
+
+def test_round_trips_count_lowest_highest_lowest():
+    task = make_task(parse(box_deck()), torch.device("cpu"))
+    walkers, _ = Walkers.at(task, task.sample_uniform(3, torch.Generator().manual_seed(0)), whole_grid(parse(box_deck())))
+    walkers.track_round_trips(lowest=False, highest=True)     # at the top first: no trip begins there
+    assert walkers.trip_state.tolist() == [0, 0, 0]
+    for lowest, highest in ((True, False), (False, False), (False, True), (True, False), (False, True)):
+        walkers.track_round_trips(lowest, highest)
+    assert walkers.round_trips.tolist() == [1, 1, 1] and walkers.trip_state.tolist() == [2, 2, 2]
+    walkers.track_round_trips(lowest=True, highest=True)      # one window: no trips at all
+    assert walkers.round_trips.tolist() == [1, 1, 1]
 
 
 def test_reflect_at_box_mirrors_positions_and_reverses_velocities():

@@ -94,3 +94,4 @@ def test_spiral_regression_runs_trains_baselines_and_is_analysed(make_deck, tmp_
                           capture_output=True, text=True, env=env(), cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "y = ln L_test" in proc.stdout and "<A> eq" not in proc.stdout
+

@@ -24,9 +24,16 @@ def _check_complete(out, windows: int, steps: int) -> None:
         assert w.ln_g.shape == (hi - lo, len(rec.y_edges) - 1)
         assert (w.visits > 0).sum() > 5
         assert np.all(np.isfinite(w.ln_g))
+        # the diagnostics: flatness over every visited bin, rare bins, change since the last checkpoint
+        assert 0 <= w.flatness_all <= 1
+        assert 0 <= w.rare_fraction < 1 and np.isfinite(w.ln_g_change) and w.ln_g_change >= 0
     if windows > 1:
         assert np.all(rec.swap_attempted > 0) and np.all(rec.swap_accepted > 0)
+        assert rec.round_trips >= 0 and rec.history.round_trips[-1] == rec.round_trips
+    else:
+        assert np.isnan(rec.round_trips)
     assert len(rec.history.step) > 0 and rec.history.ln_f.shape == (len(rec.history.step), windows)
+    assert rec.history.rare_fraction.shape == rec.history.flatness_all.shape == rec.history.ln_f.shape
 
 
 def test_spiral_one_rank(spiral_deck, tmp_path):
@@ -36,13 +43,17 @@ def test_spiral_one_rank(spiral_deck, tmp_path):
     assert "results in" in proc.stdout
     _check_complete(tmp_path / "run", 1, 2000)
     info = run_rewl(["info", str(tmp_path / "run")])
-    assert info.returncode == 0 and "budget-exhausted" in info.stdout
+    assert info.returncode == 0 and "budget-exhausted" in info.stdout and "NOT CONVERGED" in info.stdout
+    assert "rare" in info.stdout and "d ln g" in info.stdout
 
 
 def test_spiral_four_ranks(spiral_deck, tmp_path):
     deck = spiral_deck(max_steps=2000, windows=4)
     proc = run_rewl(["run", str(deck)], ranks=4)
     assert proc.returncode == 0, proc.stderr
+    assert "trips" in proc.stdout and "rare=" in proc.stdout           # in the progress line
+    info = run_rewl(["info", str(tmp_path / "run")])
+    assert "round trips of walkers between windows 0 and 3" in info.stdout
     _check_complete(tmp_path / "run", 4, 2000)
 
 
