@@ -30,19 +30,19 @@ def main() -> None:
     low_bin = int(np.flatnonzero(np.all([np.isfinite(eq) for eq in per_run], axis=0))[0])
     low = [float(eq[low_bin]) for eq in per_run]
     end = exp.endpoint
-    at_end = [float(eq[end.x_bin]) for eq in per_run]
+    end_bin = int(np.clip(np.searchsorted(exp.land.x_edges, end.x, side="right") - 1, 0, len(x) - 1))
+    at_end = [float(eq[end_bin]) for eq in per_run]
     print(f"runs: {len(a.runs)}; joins (common bins, residual RMS) per run:")
     for run, land in zip(a.runs, exp.lands):
         print(f"  {run}: " + ", ".join(f"{p.windows[0]}-{p.windows[1]}: {p.common_bins}, {p.residual_rms:.2f}"
                                       for p in land.pairs))
     print(f"equilibrium A_test averaged over ln L_train > 0: {mean_se(high)}")
     print(f"equilibrium A_test at the lowest x bin visited by every run (ln L = {x[low_bin]:.2f}): {mean_se(low)}")
-    print(f"SGD endpoint: ln L_train = {end.x:.3f} +- {end.x_stderr:.3f} (bin centre {x[end.x_bin]:.2f}), "
-          f"SGD A_test = {end.sgd_y:.3f} +- {end.sgd_stderr:.3f}")
-    print(f"equilibrium A_test at the SGD endpoint: {mean_se(at_end)}")
-    margin = np.asarray(at_end) - end.sgd_y
-    se = np.sqrt(np.var(at_end, ddof=1) / len(at_end) + end.sgd_stderr ** 2) if len(at_end) > 1 else float("nan")
-    print(f"margin equilibrium - SGD at the SGD endpoint: {margin.mean():+.3f} +- {se:.3f}")
+    print(f"SGD endpoint: ln L_train = {end.x:.3f} +- {end.x_stderr:.3f} (bin centre {x[end_bin]:.2f}), "
+          f"SGD A_test = {end.sgd_y:.3f} +- {end.sgd_stderr:.3f} ({end.runs} runs in the sampled range, "
+          f"{end.runs_outside} outside)")
+    print(f"equilibrium A_test at the SGD runs' mean train loss: {mean_se(at_end)}")
+    print(f"advantage run by run (<A>(x_r) - A_r): {end.advantage:+.3f} +- {end.advantage_stderr:.3f}")
 
 
 if __name__ == "__main__":

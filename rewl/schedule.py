@@ -26,8 +26,9 @@ class Schedule:
         """Called before every step; schedules driven by the flatness checks do nothing here."""
 
     def check(self, est: Estimate, step: int) -> None:
-        """A flatness check at `step`: flatness over established bins, then the ln f update;
-        identical on every rank of a window (it sees the merged estimate)."""
+        """A flatness check at `step`: the flatness of the stage histogram over every visited bin
+        (``wl.flatness``) and the diagnostics, then the ln f update; identical on every rank of a
+        window (it sees the merged estimate)."""
         est.flatness = flatness(est.hist, est.visits, self.cfg.min_visit_fraction)
         est.flatness_all, est.rare_fraction = visit_diagnostics(est.hist, est.visits)
         if est.converged:
@@ -58,7 +59,7 @@ class Schedule:
 
 
 class Halving(Schedule):
-    """ln f /= 2 whenever min H >= flatness x mean H over the established bins."""
+    """ln f /= 2 whenever min H >= flatness x mean H over every visited bin."""
 
     def _reduce(self, est: Estimate, steps_per_bin: float) -> bool:
         if est.flatness < self.cfg.flatness:
@@ -69,9 +70,10 @@ class Halving(Schedule):
 
 
 class OneOverT(Schedule):
-    """Belardinelli-Pereyra (2007): ln f /= 2 whenever every established bin was seen again in
-    this stage (min H > 0), until ln f < 1/t; then ln f = 1/t with t = steps per visited bin of
-    one walker, so the error keeps falling as t^-1/2 instead of saturating."""
+    """Belardinelli-Pereyra (2007) with many walkers: ln f /= 2 whenever the stage is flat, as in
+    ``Halving`` (their "every bin seen again" is a one-walker criterion that hundreds of walkers
+    meet at every check, whatever ln g), until ln f < 1/t; then ln f = 1/t with t = steps per
+    visited bin of one walker, so the error keeps falling as t^-1/2 instead of saturating."""
 
     def _reduce(self, est: Estimate, steps_per_bin: float) -> bool:
         if est.one_over_t:
