@@ -202,9 +202,9 @@ def _legacy_checkpoint(f: h5py.File) -> Checkpoint:
                               converged=bool(a["converged"]), flatness=float(a["flatness"]),
                               accuracy_sum=accuracy if accuracy is not None and accuracy.size else None)
     if d["sigma"].size:
-        sampler = {"sigma": d["sigma"], "attempted": d["total_attempted"] + d["move_attempted"],
-                   "accepted": d["total_accepted"] + d["move_accepted"],
-                   "attempted_since_adapt": d["move_attempted"], "accepted_since_adapt": d["move_accepted"]}
+        sampler = {"sigma": d["sigma"], "attempted_since_adapt": d["move_attempted"],
+                   "accepted_since_adapt": d["move_accepted"], "attempted_until_adapt": d["total_attempted"],
+                   "accepted_until_adapt": d["total_accepted"]}
     else:
         sampler = {"steps": d["move_attempted"], "inside": d["move_accepted"]}
     return Checkpoint(step=int(a["step"]), exchange_round=int(a["exchange_round"]), walkers=walkers,

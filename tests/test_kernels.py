@@ -273,9 +273,9 @@ def test_move_sizes_adapt_toward_target():
     moves.count(group, torch.arange(100) < 90)
     moves.adapt(task, 0.5)
     assert float(moves.sigma[0]) == pytest.approx(0.1 * 1.8)
-    assert float(moves.attempted[0]) == 100 and float(moves.attempted_since_adapt[0]) == 0
+    assert float(moves.totals()[0][0]) == 100 and float(moves.attempted_since_adapt[0]) == 0
     moves.count(group, torch.zeros(100, dtype=torch.bool))
-    assert float(moves.attempted[0]) == 200 and float(moves.accepted[0]) == 90
+    assert [float(t[0]) for t in moves.totals()] == [200, 90]
     moves.adapt(task, 0.5)                   # nothing accepted: halve
     assert float(moves.sigma[0]) == pytest.approx(0.09)
 

@@ -26,8 +26,8 @@ def test_checkpoint_round_trip(tmp_path, md):
     walkers = WalkersRecord(params=rng.random((4, 7)).astype(np.float32), x=rng.random(4), y=rng.random(4),
                             ix=np.arange(4), iy=np.arange(4), velocities=rng.random((4, 7)) if md else None)
     sampler = {"steps": np.array([12.0]), "inside": np.array([9.0])} if md else \
-        {"sigma": rng.random(4), "attempted": rng.random(4), "accepted": rng.random(4),
-         "attempted_since_adapt": rng.random(4), "accepted_since_adapt": rng.random(4)}
+        {"sigma": rng.random(4), "attempted_since_adapt": rng.random(4), "accepted_since_adapt": rng.random(4),
+         "attempted_until_adapt": rng.random(4), "accepted_until_adapt": rng.random(4)}
     ck = Checkpoint(step=500, exchange_round=10, walkers=walkers, estimate=_estimate(rng, md), sampler=sampler,
                     swap_attempted=np.ones(2), swap_accepted=np.zeros(2),
                     torch_rng=np.arange(16, dtype=np.uint8), numpy_rng='{"state": 1}', init_iterations=3,

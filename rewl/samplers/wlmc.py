@@ -15,14 +15,15 @@ from .base import Sampler
 
 @dataclass
 class MoveSizes:
-    """Per-group move size sigma and acceptance counters: over the run, and since the last
-    adaptation (the adaptation reads those). All (n_groups,)."""
+    """Per-group move size sigma and acceptance counters: since the last adaptation (counted every
+    step; the adaptation reads them) and up to it (folded in at each adaptation, so a step updates
+    one pair of counters). All (n_groups,); ``totals`` gives the run's."""
 
     sigma: torch.Tensor
-    attempted: torch.Tensor                # float64, whole run
-    accepted: torch.Tensor
     attempted_since_adapt: torch.Tensor    # float64
     accepted_since_adapt: torch.Tensor
+    attempted_until_adapt: torch.Tensor    # float64
+    accepted_until_adapt: torch.Tensor
 
     @classmethod
     def initial(cls, task: Task, fraction: float) -> MoveSizes:
@@ -31,11 +32,13 @@ class MoveSizes:
 
     def count(self, group: torch.Tensor, accepted: torch.Tensor) -> None:
         """One attempt per walker in its group (B,), accepted (B,) bool."""
-        ones = torch.ones(group.shape, dtype=torch.float64, device=group.device)
-        for attempted, accepted_sum in ((self.attempted, self.accepted),
-                                        (self.attempted_since_adapt, self.accepted_since_adapt)):
-            attempted.index_add_(0, group, ones)
-            accepted_sum.index_add_(0, group, accepted.double())
+        self.attempted_since_adapt.index_add_(0, group, torch.ones(group.shape, dtype=torch.float64, device=group.device))
+        self.accepted_since_adapt.index_add_(0, group, accepted.double())
+
+    def totals(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attempted and accepted moves per group over the run."""
+        return (self.attempted_until_adapt + self.attempted_since_adapt,
+                self.accepted_until_adapt + self.accepted_since_adapt)
 
     def adapt(self, task: Task, target: float) -> None:
         """Scale each group's sigma by acceptance / target (clamped to [0.5, 2]), within
@@ -45,11 +48,14 @@ class MoveSizes:
         factor = torch.where(self.attempted_since_adapt > 0, factor, torch.ones_like(factor))
         half = task.group_half_width
         self.sigma = torch.minimum(torch.maximum(self.sigma * factor, 1e-6 * half), 2.0 * half)
+        self.attempted_until_adapt += self.attempted_since_adapt
+        self.accepted_until_adapt += self.accepted_since_adapt
         self.attempted_since_adapt.zero_()
         self.accepted_since_adapt.zero_()
 
     def reset_counters(self) -> None:
-        for counter in (self.attempted, self.accepted, self.attempted_since_adapt, self.accepted_since_adapt):
+        for counter in (self.attempted_since_adapt, self.accepted_since_adapt, self.attempted_until_adapt,
+                        self.accepted_until_adapt):
             counter.zero_()
 
 
@@ -119,14 +125,15 @@ class WLMC(Sampler):
             self.moves.adapt(self.task, self.cfg.target_acceptance)
 
     def totals(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.moves.attempted, self.moves.accepted
+        return self.moves.totals()
 
     def state(self) -> dict[str, np.ndarray]:
-        m = self.moves
-        return {name: getattr(m, name).cpu().numpy() for name in
-                ("sigma", "attempted", "accepted", "attempted_since_adapt", "accepted_since_adapt")}
+        return {name: getattr(self.moves, name).cpu().numpy() for name in _STATE}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
-        t = {name: torch.as_tensor(value, device=self.device) for name, value in state.items()}
-        self.moves = MoveSizes(t["sigma"].to(self.task.dtype), t["attempted"], t["accepted"],
-                               t["attempted_since_adapt"], t["accepted_since_adapt"])
+        t = {name: torch.as_tensor(state[name], device=self.device) for name in _STATE}
+        t["sigma"] = t["sigma"].to(self.task.dtype)
+        self.moves = MoveSizes(**t)
+
+
+_STATE = ("sigma", "attempted_since_adapt", "accepted_since_adapt", "attempted_until_adapt", "accepted_until_adapt")
