@@ -258,12 +258,16 @@ def _paired(eq: np.ndarray, eq_se: np.ndarray, sgd: np.ndarray) -> tuple[float, 
     """Means and standard errors of the equilibrium, of SGD and of their paired difference over
     runs; the difference's error adds the equilibrium's own (a mean, not independent per run)."""
     n = len(sgd)
-    se = (lambda v: float(np.std(v, ddof=1) / np.sqrt(n)) if n > 1 else float("nan"))  # noqa: E731
     d = eq - sgd
     own = float(np.mean(eq_se)) if n else float("nan")
-    return (float(np.mean(eq)) if n else float("nan"), float(np.hypot(se(eq), own)),
+    return (float(np.mean(eq)) if n else float("nan"), float(np.hypot(_stderr(eq), own)),
             float(np.mean(sgd)) if n else float("nan"), float(np.mean(d)) if n else float("nan"),
-            float(np.hypot(se(d), own)))
+            float(np.hypot(_stderr(d), own)))
+
+
+def _stderr(values: np.ndarray) -> float:
+    """Standard error of the mean of `values` (R,); nan for fewer than two."""
+    return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
 
 
 def sgd_endpoint(base: BaselineRecord, x_edges: np.ndarray, eq: Curve, eq_accuracy: Curve | None = None) -> Endpoint:
@@ -272,10 +276,9 @@ def sgd_endpoint(base: BaselineRecord, x_edges: np.ndarray, eq: Curve, eq_accura
     centers = 0.5 * (x_edges[1:] + x_edges[:-1])
     eq_r, eq_se, inside = _at_runs(eq, centers, final_x)
     n_all, n = base.runs, int(inside.sum())
-    se = (lambda v: float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan"))  # noqa: E731
     eq_y, eq_stderr, sgd_y, adv, adv_se = _paired(eq_r[inside], eq_se[inside], final_y[inside])
-    end = Endpoint(float(np.mean(final_x)), se(final_x), n, n_all - n, sgd_y, se(final_y[inside]), eq_y, eq_stderr,
-                   adv, adv_se)
+    end = Endpoint(float(np.mean(final_x)), _stderr(final_x), n, n_all - n, sgd_y, _stderr(final_y[inside]), eq_y,
+                   eq_stderr, adv, adv_se)
     if eq_accuracy is not None:
         acc_r, acc_se, _ = _at_runs(eq_accuracy, centers, final_x)
         end.eq_accuracy, _, end.sgd_accuracy, end.accuracy_advantage, end.accuracy_advantage_stderr = _paired(

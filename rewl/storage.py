@@ -149,7 +149,7 @@ def _optional(hint: Any) -> tuple[Any, bool]:
     return hint, False
 
 
-def decode(group: h5py.Group, cls: type, where: str = "") -> Any:
+def decode(group: h5py.Group, cls: type) -> Any:
     """Read a record of type `cls` from `group` (the inverse of ``encode``); StorageError naming
     the file and the missing entry when a field without a default is absent."""
     hints = typing.get_type_hints(cls)
@@ -162,14 +162,14 @@ def decode(group: h5py.Group, cls: type, where: str = "") -> Any:
         if not present:
             if optional or f.default is not dataclasses_missing:
                 continue
-            raise StorageError(f"{where or group.file.filename}: no {group.name.rstrip('/')}/{leaf}")
+            raise StorageError(f"{group.file.filename}: no {group.name.rstrip('/')}/{leaf}")
         if is_dataclass(hint):
-            values[f.name] = decode(parent[leaf], hint, where)
+            values[f.name] = decode(parent[leaf], hint)
         elif origin is dict:
             values[f.name] = {name: parent[leaf][name][()] for name in parent[leaf]}
         elif origin is list and is_dataclass(typing.get_args(hint)[0]):
             sub = parent[leaf]
-            values[f.name] = [decode(sub[name], typing.get_args(hint)[0], where) for name in sorted(sub)]
+            values[f.name] = [decode(sub[name], typing.get_args(hint)[0]) for name in sorted(sub)]
         elif origin is list:
             values[f.name] = json.loads(parent.attrs[leaf])
         elif hint is np.ndarray:
