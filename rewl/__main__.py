@@ -1,7 +1,11 @@
 import os
 import sys
 
-from .cli import main
+if sys.argv[1:2] == ["run"]:
+    from .stop import install_handlers
+    install_handlers()          # before anything heavy is imported (see rewl/stop.py)
+
+from .cli import main  # noqa: E402
 
 try:
     sys.exit(main())

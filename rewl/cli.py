@@ -1,7 +1,7 @@
-"""Command line: ``python -m rewl {run,check,info,sgd,bench} ...``.
+"""Command line: ``python -m rewl {run,check,info,status,sgd,bench} ...``.
 
 Decks are validated before MPI starts; a bad deck prints one message (on rank 0) and every rank
-exits with code 2.
+exits with code 2. `run` installs its stop handlers before anything else (see rewl/stop.py).
 """
 from __future__ import annotations
 
@@ -23,15 +23,30 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output directory (default: [output] dir of the deck)")
     r.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     r.add_argument("--force", action="store_true", help="overwrite an existing run in the output directory")
+    _set_arg(r)
+    r.add_argument("--stop-file", metavar="PATH",
+                   help="checkpoint and stop (status interrupted) once this file exists (batch scripts touch it)")
+    r.add_argument("--deadline", type=float, metavar="UNIX_TIME",
+                   help="checkpoint and stop (status interrupted) at the first synchronisation after this time")
     c = sub.add_parser("check", help="validate a deck and print its layout; runs nothing")
     c.add_argument("deck")
+    c.add_argument("--out", help="output directory (default: [output] dir of the deck)")
+    c.add_argument("--print", choices=("output_dir", "ranks"), dest="field",
+                   help="print only this (for scripts): the output directory or the number of MPI ranks")
+    _set_arg(c)
     i = sub.add_parser("info", help="summarise a run directory or run file")
     i.add_argument("run")
+    st = sub.add_parser("status", help="one word for scripts: none, running, interrupted, converged or "
+                        "budget-exhausted (the run of DECK, or of --out)")
+    st.add_argument("deck")
+    st.add_argument("--out", help="output directory (default: [output] dir of the deck)")
+    _set_arg(st)
     s = sub.add_parser("sgd", help="train independent SGD/Adam baselines of the deck's network ([baseline] table)")
     s.add_argument("deck")
     s.add_argument("--runs", type=int, help="number of runs (default: [baseline] runs)")
     s.add_argument("--out", help="output directory (default: [output] dir); writes baseline.h5 there")
     s.add_argument("--force", action="store_true", help="overwrite an existing baseline.h5")
+    _set_arg(s)
     b = sub.add_parser("bench", help="walker-steps per second: batched engine vs a plain one-walker loop")
     b.add_argument("deck")
     b.add_argument("--seconds", type=float, default=5.0, help="time per measurement (default 5)")
@@ -41,20 +56,34 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _set_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE", dest="overrides",
+                   help="override one deck key (TOML value; repeatable), e.g. --set run.seed=3; "
+                        "stored with the run, and a resume must give the same")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "run":
+        from .stop import StopRequest
+        stop = StopRequest(args.stop_file, args.deadline)    # before the heavy imports and the deck
     quiet = env_rank() != 0       # under mpiexec, only rank 0 reports deck errors
     if args.command == "info":
         from .report import info
         return info(args.run)
     try:
-        cfg = load(args.deck)
+        cfg = load(args.deck, tuple(getattr(args, "overrides", ())))
     except DeckError as exc:
         if not quiet:
             print(f"rewl: error: {exc}", file=sys.stderr, flush=True)
         return 2
+    if args.command == "check" and args.field:
+        print(args.out or cfg.output.dir if args.field == "output_dir" else cfg.world_size)
+        return 0
     if args.command == "check":
-        return check(cfg)
+        return check(cfg, args.out or cfg.output.dir)
+    if args.command == "status":
+        return status(args.out or cfg.output.dir)
     if args.command == "sgd":
         return sgd(cfg, args.runs, args.out or cfg.output.dir, args.force)
     if args.command == "bench":
@@ -65,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def go() -> int:
         try:
-            return run_deck(cfg, args.out or cfg.output.dir, args.resume, args.force)
+            return run_deck(cfg, args.out or cfg.output.dir, args.resume, args.force, stop)
         except LayoutError as exc:
             if not quiet:
                 print(f"rewl: error: {cfg.path}: {exc}", file=sys.stderr, flush=True)
@@ -73,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_or_abort(go, env_rank())
 
 
-def check(cfg: Config) -> int:
+def check(cfg: Config, out_dir: str) -> int:
     """Print what the deck would run: task, parameter count, grid, windows, rank layout."""
     import torch
 
@@ -83,7 +112,7 @@ def check(cfg: Config) -> int:
     grid = cfg.grid
     windows = Window.split(grid, cfg.windows.count, cfg.windows.overlap)
     w = cfg.windows
-    print(f"{cfg.path}: OK")
+    print(f"{cfg.path}: OK" + (f" with --set {' --set '.join(cfg.overrides)}" if cfg.overrides else ""))
     print(f"  task      {task.describe()}")
     print(f"  sampler   {cfg.sampler.kind}, {cfg.sampler.walkers_per_rank} walkers per rank, "
           f"schedule {cfg.schedule.kind} ln f {cfg.schedule.ln_f_initial:g} -> {cfg.schedule.ln_f_final:g}, "
@@ -102,7 +131,22 @@ def check(cfg: Config) -> int:
             f"{k * w.ranks_per_window}-{(k + 1) * w.ranks_per_window - 1}"
         x_lo, x_hi = win.x_range
         print(f"  window {k:<3d} x in [{x_lo:.4g}, {x_hi:.4g}) bins {win.lo}-{win.hi - 1} on rank(s) {ranks}")
-    print(f"  output    {cfg.output.dir}")
+    print(f"  output    {out_dir}")
+    return 0
+
+
+def status(out_dir: str) -> int:
+    """Print the run's status word (``none`` when the directory holds no run file)."""
+    from .storage import RunStore, StorageError
+    store = RunStore(out_dir)
+    if not store.run_path.exists():
+        print("none")
+        return 0
+    try:
+        print(store.read_run().status)
+    except StorageError as exc:
+        print(f"rewl: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,13 +1,12 @@
-"""MPI: the rank layout (windows x ranks per window), the few collectives the engine needs, abort
-on failure, and stop signals. Everything handed in and out is a numpy array.
+"""MPI: the rank layout (windows x ranks per window), the launch check, the few collectives the
+engine needs, and abort on failure. Everything handed in and out is a numpy array.
 """
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -27,6 +26,22 @@ def env_rank() -> int:
     return 0
 
 
+def launch_problem(world_size: int, environ: Mapping[str, str]) -> str | None:
+    """Why this launch is wrong, or None: srun started several tasks but MPI sees a world of one.
+
+    That is what ``srun`` without ``--mpi=pmi2`` does under SLURM's default ``MpiDefault=none``
+    with pip's MPICH: N independent 1-rank copies of the run, all writing the same directory.
+    (``mpiexec`` inside an allocation starts one proxy task per node, so its step may have fewer
+    tasks than ranks, never a world of one with more.)"""
+    tasks = environ.get("SLURM_STEP_NUM_TASKS", "")
+    if world_size != 1 or not tasks.isdigit() or int(tasks) <= 1:
+        return None
+    return (f"srun started {tasks} tasks but MPI sees a world of 1 rank in each: srun is not wiring up MPI "
+            f"(SLURM's MpiDefault=none), so every task would run its own copy. Launch one {tasks}-rank world "
+            f"with `srun --mpi=pmi2 -n {tasks} python -m rewl run ...`, or `mpiexec -n {tasks} python -m rewl run ...` "
+            f"inside the allocation (slurm/rewl.sbatch does this)")
+
+
 class Comm:
     """World communicator split into windows: rank = window * ranks_per_window + local."""
 
@@ -35,6 +50,9 @@ class Comm:
         self.MPI = MPI
         self.world = MPI.COMM_WORLD
         self.rank, self.size = self.world.Get_rank(), self.world.Get_size()
+        problem = launch_problem(self.size, os.environ)
+        if problem:
+            raise LayoutError(problem)
         if self.size != windows * ranks_per_window:
             raise LayoutError(
                 f"the deck asks for {windows} windows x {ranks_per_window} ranks per window = "
@@ -93,6 +111,10 @@ class Comm:
     def bcast_text(self, text: str | None) -> str | None:
         return self.world.bcast(text, root=0)
 
+    def allgather_text(self, items: tuple[str, ...]) -> list[tuple[str, ...]]:
+        """Every rank's tuple of strings, in rank order."""
+        return [tuple(row) for row in self.world.allgather(tuple(items))]
+
     def send(self, values: np.ndarray, dest: int, tag: int = 0) -> None:
         self.world.Send(np.ascontiguousarray(values), dest=dest, tag=tag)
 
@@ -128,19 +150,3 @@ def run_or_abort(main: Callable[[], int], rank: int) -> int:
         if MPI.Is_initialized() and not MPI.Is_finalized() and MPI.COMM_WORLD.Get_size() > 1:
             MPI.COMM_WORLD.Abort(1)
         return 1
-
-
-class StopFlag:
-    """Set by SIGTERM or SIGUSR1; the driver checks it at each synchronisation point."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, _frame: object) -> None:
-        self.signal = signum
-
-    @property
-    def raised(self) -> bool:
-        return self.signal is not None

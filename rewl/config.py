@@ -87,6 +87,7 @@ class RunConfig:
     seed: int = key(1, _nonneg)
     max_steps: int = key(100_000, _positive)         # step budget: move attempts per walker
     device: str = key("auto", _one_of(DEVICES))
+    share_gpus: bool = key(False)                    # allow two ranks on one GPU (refused by default)
 
 
 _SPIRAL, _REGRESSION, _BOX = ("spiral",), ("spiral_regression",), ("box_quadratic",)
@@ -203,7 +204,7 @@ class BaselineConfig:
 @dataclass(frozen=True)
 class Config:
     path: str
-    text: str
+    text: str                  # the deck file as written
     run: RunConfig
     task: TaskConfig
     model: ModelConfig
@@ -215,6 +216,7 @@ class Config:
     init: InitConfig
     output: OutputConfig
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    overrides: tuple[str, ...] = ()       # command-line `--set TABLE.KEY=VALUE`, applied over `text`
 
     @property
     def world_size(self) -> int:
@@ -304,18 +306,19 @@ def _combined(meta: Any, earlier: dict) -> Check | None:
 _REQUIRED = object()
 
 
-def load(path: str | Path) -> Config:
+def load(path: str | Path, overrides: tuple[str, ...] = ()) -> Config:
     """Read and validate a deck file. Raises DeckError naming the file, key and reason."""
     path = str(path)
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise DeckError(path, "(file)", f"cannot be read: {exc.strerror}") from None
-    return parse(text, path)
+    return parse(text, path, overrides)
 
 
-def parse(text: str, path: str = "<deck>") -> Config:
-    """Validate deck `text` (read from `path`, for messages) into a Config; DeckError otherwise.
+def parse(text: str, path: str = "<deck>", overrides: tuple[str, ...] = ()) -> Config:
+    """Validate deck `text` (read from `path`, for messages), with `overrides` (``TABLE.KEY=VALUE``,
+    the value in TOML syntax) applied over it, into a Config; DeckError otherwise.
 
     Every table goes through ``_Table.read``; the special cases are the model's list keys, the grid
     (with a default y axis for the spiral's hard accuracy) and the checks across tables."""
@@ -323,6 +326,8 @@ def parse(text: str, path: str = "<deck>") -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise DeckError(path, "(syntax)", f"not valid TOML: {exc}") from None
+    for item in overrides:
+        _apply_override(path, data, item)
     for name in data:
         if name not in TABLES:
             near = difflib.get_close_matches(name, TABLES, n=1)
@@ -347,9 +352,31 @@ def parse(text: str, path: str = "<deck>") -> Config:
     init = table("init").read(InitConfig)
     output = table("output").read(OutputConfig, defaults={"dir": "runs/" + Path(path).stem})
     baseline = table("baseline").read(BaselineConfig)
-    cfg = Config(path, text, run, task, model, sampler, grid, windows, schedule, exchange, init, output, baseline)
+    cfg = Config(path, text, run, task, model, sampler, grid, windows, schedule, exchange, init, output, baseline,
+                 tuple(overrides))
     _check_across_tables(cfg)
     return cfg
+
+
+def _apply_override(path: str, data: dict, item: str) -> None:
+    """Set one ``TABLE.KEY=VALUE`` (``grid.x.min=-2``; the value is TOML: 3, 0.5, "cpu", true)
+    in the parsed deck `data`; the usual checks then apply to it."""
+    where = f"--set {item}"
+    name, sep, value_text = item.partition("=")
+    parts = name.strip().split(".")
+    if not sep or len(parts) < 2 or not all(parts):
+        raise DeckError(path, where, "expected TABLE.KEY=VALUE, e.g. --set run.seed=3")
+    try:
+        value = tomllib.loads(f"v = {value_text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        raise DeckError(path, where, f"{value_text.strip()!r} is not a TOML value (strings need quotes: "
+                                     f"'\"cpu\"')") from None
+    table = data
+    for part in parts[:-1]:
+        table = table.setdefault(part, {})
+        if not isinstance(table, dict):
+            raise DeckError(path, where, f"{part!r} is not a table")
+    table[parts[-1]] = value
 
 
 def _read_hidden(t: _Table) -> tuple[int, ...]:

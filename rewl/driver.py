@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from . import __version__
-from .comm import Comm, StopFlag
+from .comm import Comm, LayoutError
 from .config import SAMPLER_TABLES, Config, parse
-from .devices import keep_freed_memory, pick_device
+from .devices import describe_mapping, device_identity, gpu_sharing_problem, keep_freed_memory, pick_device
 from .exchange import SwapStats, exchange_round
 from .grid import Window
 from .progress import ProgressLine
@@ -25,6 +25,7 @@ from .records import Checkpoint, History, RunRecord, WindowRecord
 from .samplers import make_sampler
 from .schedule import make_schedule
 from .status import RankStatus
+from .stop import StopRequest
 from .storage import RunStore, StorageError
 from .tasks import make_task
 from .walkers import Walkers, drive_into_window
@@ -57,13 +58,13 @@ def resume_differences(old: Config, new: Config) -> list[str]:
 class Engine:
     """One rank of a REWL run: its window, walkers, estimate, sampler and the loop that drives them."""
 
-    def __init__(self, cfg: Config, comm: Comm, store: RunStore):
-        self.cfg, self.comm, self.store = cfg, comm, store
-        self.stop = StopFlag()
+    def __init__(self, cfg: Config, comm: Comm, store: RunStore, stop: StopRequest):
+        self.cfg, self.comm, self.store, self.stop = cfg, comm, store, stop
         if comm.size > 1:
             torch.set_num_threads(1)
         keep_freed_memory()
         self.device = pick_device(cfg.run.device)
+        self.device_mapping = self.map_devices()
         self.task = make_task(cfg, self.device)
         self.windows = Window.split(cfg.grid, cfg.windows.count, cfg.windows.overlap)
         self.window = self.windows[comm.window]
@@ -83,6 +84,15 @@ class Engine:
         self.progress = ProgressLine(cfg.windows.count, cfg.windows.ranks_per_window, self.sampler.rate_label,
                                      self.schedule, cfg.run.max_steps, cfg.output.log_interval)
 
+    def map_devices(self) -> str:
+        """Collective: every rank's device; refuses two ranks on one GPU unless the deck allows it.
+        Returns the mapping as one line."""
+        identities = self.comm.allgather_text(device_identity(self.device))
+        problem = gpu_sharing_problem(identities, self.cfg.run.share_gpus)
+        if problem:
+            raise LayoutError(problem)
+        return describe_mapping(identities)
+
     @property
     def walkers_per_window(self) -> int:
         return self.cfg.sampler.walkers_per_rank * self.cfg.windows.ranks_per_window
@@ -95,6 +105,7 @@ class Engine:
         Pseudocode, every phase on every rank::
 
             restore the last checkpoint, or initialise the walkers and write checkpoint 0
+            if a stop was requested during start-up: stop, interrupted
             loop:
                 if step >= max_steps: stop, budget-exhausted
                 advance sync_interval steps of every walker         (sampler, estimate)
@@ -105,7 +116,7 @@ class Engine:
                 on check steps: rank 0 records ln f and flatness
                 on exchange steps: one replica-exchange round       (neighbouring windows)
                 count round trips of walkers now in the lowest or highest window
-                if any rank was signalled: stop, interrupted
+                if any rank was asked to stop: stop, interrupted   (signal, stop file, deadline)
                 elif every window converged: stop, converged
                 elif on checkpoint steps: write a checkpoint
                 progress line
@@ -124,7 +135,7 @@ class Engine:
             self.write_checkpoint("running")
         self.remember_merged()
         self.step_at_start = self.step
-        status = None
+        status = self.decide()       # a stop requested during start-up ends here, resumable
         while status is None:
             if self.step >= cfg.run.max_steps:
                 status = "budget-exhausted"
@@ -144,7 +155,7 @@ class Engine:
             if status is None and checkpoint(self.step) and self.step < cfg.run.max_steps:
                 self.write_checkpoint("running")
             self.show_progress()
-        self.write_checkpoint(status)
+        self.write_checkpoint(status, scheduled=False)
         self.show_progress(final=True, status=status)
         return status
 
@@ -207,7 +218,7 @@ class Engine:
         w, est = self.comm.window, self.est
         has_pair = w < self.comm.n_windows - 1
         mine = RankStatus(
-            window=w, ln_f=est.ln_f, flatness=est.flatness, converged=est.converged, stop=self.stop.raised,
+            window=w, ln_f=est.ln_f, flatness=est.flatness, converged=est.converged, stop=self.stop.reason() is not None,
             stage=est.stage, one_over_t=est.one_over_t, move_attempted=float(attempted.sum()),
             move_accepted=float(accepted.sum()), kinetic_t=self.sampler.kinetic_temperature(self.walkers),
             swap_attempted=float(self.swaps.attempted[w]) if has_pair else 0.0,
@@ -257,10 +268,11 @@ class Engine:
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.t_start
 
-    def write_checkpoint(self, status: str) -> None:
+    def write_checkpoint(self, status: str, scheduled: bool = True) -> None:
         """Collective: every rank writes its checkpoint, rank 0 the run file, then marks the set
-        complete. A crash in between leaves the previous complete set in force."""
-        self.est.mark_checkpoint()
+        complete. A crash in between leaves the previous complete set in force. `scheduled`: at
+        step 0 or a multiple of checkpoint_interval (not a stop, not the end of the budget)."""
+        self.est.mark_checkpoint(scheduled)
         self.share_status()          # the run file reports the change of ln g just measured
         self.store.write_checkpoint(self.comm.rank, self.snapshot())
         record = self.gather_record(status)
@@ -331,7 +343,8 @@ class Engine:
                 flatness_all=lead.flatness_all, rare_fraction=lead.rare_fraction, ln_g_change=lead.ln_g_change,
                 init_iterations=max(r.init_iterations for r in ranks), init_seconds=max(r.init_seconds for r in ranks)))
         return RunRecord(
-            deck_text=cfg.text, deck_path=cfg.path, status=status, task=self.task.name, sampler=cfg.sampler.kind,
+            deck_text=cfg.text, deck_path=cfg.path, deck_overrides=json.dumps(list(cfg.overrides)), status=status,
+            task=self.task.name, sampler=cfg.sampler.kind,
             x_label=self.task.x_label, y_label=self.task.y_label, n_params=self.task.n_params,
             ranks_per_window=comm.ranks_per_window, walkers_per_rank=cfg.sampler.walkers_per_rank,
             steps=self.step, max_steps=cfg.run.max_steps, elapsed_seconds=self.elapsed(),
@@ -341,20 +354,24 @@ class Engine:
             round_trips=self.round_trips())
 
 
-def run_deck(cfg: Config, out_dir: str, resume: bool, force: bool) -> int:
-    """Run (or resume) a deck under MPI; returns the process exit code."""
+def run_deck(cfg: Config, out_dir: str, resume: bool, force: bool, stop: StopRequest) -> int:
+    """Run (or resume) a deck under MPI; returns the process exit code. `stop` was created before
+    any heavy work (see StopRequest)."""
     comm = Comm(cfg.windows.count, cfg.windows.ranks_per_window)
     store = RunStore(out_dir)
     problem = None
     if comm.is_root:
         try:
             if resume:
-                old = parse(store.read_run().deck_text, str(store.run_path))
+                stored = store.read_run()
+                old = parse(stored.deck_text, str(store.run_path), stored.overrides)
                 store.latest_step()
                 diffs = resume_differences(old, cfg)
                 if diffs:
+                    started = f"; the run was started with {' '.join('--set ' + o for o in old.overrides)}" \
+                        if old.overrides else ""
                     problem = (f"{cfg.path}: cannot resume {out_dir}: the deck differs from the run's in "
-                               f"{', '.join(diffs)} (only [run] max_steps, [output] and [baseline] may change)")
+                               f"{', '.join(diffs)} (only [run] max_steps, [output] and [baseline] may change{started})")
             else:
                 problem = store.problem_for_new_run(force)
                 if problem is None:
@@ -366,12 +383,13 @@ def run_deck(cfg: Config, out_dir: str, resume: bool, force: bool) -> int:
         if comm.is_root:
             print(f"rewl: error: {problem}", file=sys.stderr, flush=True)
         return 2
-    engine = Engine(cfg, comm, store)
+    engine = Engine(cfg, comm, store, stop)
     if comm.is_root:
         print(f"rewl {__version__}: {engine.task.describe()}; {cfg.windows.count} windows x "
-              f"{cfg.windows.ranks_per_window} ranks x {cfg.sampler.walkers_per_rank} walkers on {engine.device}; "
-              f"{'resuming' if resume else 'writing'} {store.run_path}", flush=True)
+              f"{cfg.windows.ranks_per_window} ranks x {cfg.sampler.walkers_per_rank} walkers on "
+              f"{engine.device_mapping}; {'resuming' if resume else 'writing'} {store.run_path}", flush=True)
     status = engine.run(resume)
     if comm.is_root:
-        print(f"rewl: {status} after {engine.step} steps; results in {store.run_path}", flush=True)
+        why = f" ({stop.reason() or 'stop requested on another rank'})" if status == "interrupted" else ""
+        print(f"rewl: {status}{why} after {engine.step} steps; results in {store.run_path}", flush=True)
     return 0

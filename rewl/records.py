@@ -7,6 +7,7 @@ path when it differs from the field name (the run-file layout of schema 1 and 2 
 """
 from __future__ import annotations
 
+import json
 from dataclasses import MISSING, dataclass, field
 from typing import Any
 
@@ -112,8 +113,14 @@ class RunRecord:
     swap_accepted: np.ndarray = at("acceptance/swap_accepted")
     history: History
     rewl_version: str = ""
+    deck_overrides: str = "[]"                # JSON list of the run's `--set TABLE.KEY=VALUE`
     round_trips: float = float("nan")         # walkers' round trips between the lowest and the highest window
                                               # (nan: one window, or a file that did not record them)
+
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        """The `--set` overrides the run was started with (parse the deck with them)."""
+        return tuple(json.loads(self.deck_overrides))
 
     @property
     def n_windows(self) -> int:

@@ -23,7 +23,8 @@ def info(path: str) -> int:
         return 2
     print(f"{path}: {rec.status}, {rec.steps}/{rec.max_steps} steps, {rec.elapsed_seconds:.1f} s")
     print(f"  task {rec.task} ({rec.n_params} parameters), sampler {rec.sampler}, {rec.n_windows} windows x "
-          f"{rec.ranks_per_window} ranks x {rec.walkers_per_rank} walkers; deck {rec.deck_path}")
+          f"{rec.ranks_per_window} ranks x {rec.walkers_per_rank} walkers; deck {rec.deck_path}"
+          + "".join(f" --set {o}" for o in rec.overrides))
     print(f"  grid x = {rec.x_label}: {len(rec.x_edges) - 1} bins in [{rec.x_edges[0]:g}, {rec.x_edges[-1]:g}]; "
           f"y = {rec.y_label}: {len(rec.y_edges) - 1} bins in [{rec.y_edges[0]:g}, {rec.y_edges[-1]:g}]")
     move_rate = rec.move_accepted.sum(axis=1) / np.maximum(1, rec.move_attempted.sum(axis=1))
@@ -56,7 +57,7 @@ def _exact_check(rec: RunRecord) -> None:
     """box_quadratic has a closed-form entropy: print each window's max error over visited bins."""
     from .config import parse
     from .testsystems import box_entropy, max_error_after_constant
-    t = parse(rec.deck_text, rec.deck_path).task
+    t = parse(rec.deck_text, rec.deck_path, rec.overrides).task
     exact = box_entropy(rec.x_edges, rec.y_edges, t.n, t.m, t.half_width)
     errors = []
     for w in rec.windows:

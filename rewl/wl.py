@@ -44,11 +44,14 @@ class Estimate:
         """Names of the arrays whose increments the ranks of a window sum."""
         return ("ln_g", "hist", "visits") + (("accuracy_sum",) if self.accuracy_sum is not None else ())
 
-    def mark_checkpoint(self) -> None:
-        """Measure how much ln g changed since the previous checkpoint, and remember it as it is."""
+    def mark_checkpoint(self, scheduled: bool = True) -> None:
+        """Measure how much ln g changed since the previous scheduled checkpoint; a scheduled one
+        becomes the new reference. (A stop or the end of the budget writes unscheduled ones: where
+        a run was interrupted must not change what it reports.)"""
         if self.ln_g_checkpoint is not None:
             self.ln_g_change = ln_g_change(self.ln_g_checkpoint, self.ln_g, self.visits > 0)
-        self.ln_g_checkpoint = self.ln_g.clone()
+        if scheduled or self.ln_g_checkpoint is None:
+            self.ln_g_checkpoint = self.ln_g.clone()
 
     def to_record(self) -> EstimateRecord:
         n = lambda a: None if a is None else a.cpu().numpy()  # noqa: E731

@@ -460,3 +460,18 @@ def test_reflect_at_box_mirrors_positions_and_reverses_velocities():
     untouched = params.clone()
     reflect_at_box(params, v, lo, hi)
     assert torch.equal(params, untouched) and v.tolist() == [[-1, 1, -1], [-1, 1, -1], [-1, 1, 1]]
+
+
+def test_ln_g_change_is_measured_against_the_last_scheduled_checkpoint():
+    from rewl.wl import Estimate
+    est = Estimate.zeros((2, 2), 1.0, torch.device("cpu"), walkers=1)
+    est.visits += 1
+    est.mark_checkpoint()                       # step 0: the reference
+    est.ln_g[0, 0] += 0.5
+    est.mark_checkpoint(scheduled=False)        # a stop: measured, the reference stays
+    assert est.ln_g_change == pytest.approx(0.5 - 0.5 / 4)          # after the mean change
+    est.ln_g[0, 0] += 0.25
+    est.mark_checkpoint()                       # scheduled: against step 0, then the new reference
+    assert est.ln_g_change == pytest.approx(0.75 - 0.75 / 4)
+    est.mark_checkpoint(scheduled=False)
+    assert est.ln_g_change == 0.0

@@ -96,3 +96,47 @@ def test_sigusr1_checkpoints_and_stops(spiral_deck, tmp_path):
     rec = store.read_run()
     assert rec.status == "interrupted" and store.latest_step() == rec.steps
     assert "interrupted" in out
+
+
+def test_stop_during_start_up_ends_resumable_and_bit_identical(spiral_deck, tmp_path):
+    """SIGUSR1 half a second after the start (torch still importing, no checkpoint yet), and a stop
+    file that exists before the start: both end as interrupted runs that resume to the straight run's bits."""
+    steps = 3000
+    straight = spiral_deck("straight.toml", max_steps=steps, out=str(tmp_path / "straight"))
+    assert run_rewl(["run", str(straight)]).returncode == 0
+    early = spiral_deck("early.toml", max_steps=steps, out=str(tmp_path / "early"))
+    proc = _start(early)
+    time.sleep(0.5)
+    assert not (tmp_path / "early" / "run.h5").exists()
+    proc.send_signal(signal.SIGUSR1)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "interrupted (signal SIGUSR1)" in out
+    flag = tmp_path / "stop"
+    flag.touch()
+    filed = spiral_deck("filed.toml", max_steps=steps, out=str(tmp_path / "filed"))
+    proc = run_rewl(["run", str(filed), "--stop-file", str(flag)])
+    assert proc.returncode == 0 and f"interrupted (stop file {flag})" in proc.stdout, proc.stderr
+    for name in ("early", "filed"):
+        store = RunStore(tmp_path / name)
+        rec = store.read_run()
+        assert rec.status == "interrupted" and rec.steps < steps and store.latest_step() == rec.steps
+        proc = run_rewl(["run", str(tmp_path / f"{name}.toml"), "--resume"])
+        assert proc.returncode == 0, proc.stderr
+        assert_same_run(RunStore(tmp_path / "straight"), store, 1, steps)
+
+
+def test_deadline_stops_and_set_is_kept_for_resume(spiral_deck, tmp_path):
+    deck = spiral_deck(max_steps=2000)
+    proc = run_rewl(["run", str(deck), "--set", "run.seed=5", "--deadline", str(time.time() - 1)])
+    assert proc.returncode == 0 and "interrupted (deadline" in proc.stdout, proc.stderr
+    store = RunStore(tmp_path / "run")
+    assert store.read_run().overrides == ("run.seed=5",)
+    proc = run_rewl(["run", str(deck), "--resume"])
+    assert proc.returncode == 2 and "[run]" in proc.stderr and "started with --set run.seed=5" in proc.stderr
+    proc = run_rewl(["run", str(deck), "--resume", "--set", "run.seed=5"])
+    assert proc.returncode == 0, proc.stderr
+    rec = store.read_run()
+    assert rec.status == "budget-exhausted" and rec.overrides == ("run.seed=5",)
+    info = run_rewl(["info", str(tmp_path / "run")])
+    assert "--set run.seed=5" in info.stdout
