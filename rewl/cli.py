@@ -77,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         if not quiet:
             print(f"rewl: error: {exc}", file=sys.stderr, flush=True)
         return 2
+    if cfg.task.kind == "custom" and args.command in ("run", "sgd", "bench"):
+        if not quiet:
+            print(f'rewl: error: {cfg.path}: [task] kind = "custom": its task is given from Python, '
+                  f'rewl.run(deck, task=MyTask) in a script (README: "Your own task")', file=sys.stderr, flush=True)
+        return 2
     if args.command == "check" and args.field:
         print(args.out or cfg.output.dir if args.field == "output_dir" else cfg.world_size)
         return 0
@@ -89,15 +94,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from .bench import bench
         return bench(cfg, args.seconds, args.walkers, args.threads, args.device)
+    return run_checked(cfg, args.out or cfg.output.dir, args.resume, args.force, stop)
+
+
+def run_checked(cfg: Config, out_dir: str, resume: bool, force: bool, stop, custom_task=None) -> int:
+    """`rewl run` (and ``rewl.run``): layout and task problems exit 2 with one message from rank 0;
+    any other exception on any rank aborts the job."""
     from .comm import LayoutError, run_or_abort
     from .driver import run_deck
+    from .tasks import TaskError
+    quiet = env_rank() != 0
 
     def go() -> int:
         try:
-            return run_deck(cfg, args.out or cfg.output.dir, args.resume, args.force, stop)
-        except LayoutError as exc:
+            return run_deck(cfg, out_dir, resume, force, stop, custom_task)
+        except (LayoutError, TaskError) as exc:
             if not quiet:
-                print(f"rewl: error: {cfg.path}: {exc}", file=sys.stderr, flush=True)
+                where = "" if str(exc).startswith(cfg.path) else f"{cfg.path}: "
+                print(f"rewl: error: {where}{exc}", file=sys.stderr, flush=True)
             return 2
     return run_or_abort(go, env_rank())
 
@@ -108,12 +122,14 @@ def check(cfg: Config, out_dir: str) -> int:
 
     from .grid import Window
     from .tasks import make_task
-    task = make_task(cfg, torch.device("cpu"))
     grid = cfg.grid
+    custom = cfg.task.kind == "custom"
+    task = None if custom else make_task(cfg, torch.device("cpu"))
+    x_label, y_label = ("x", "y") if task is None else (task.x_label, task.y_label)
     windows = Window.split(grid, cfg.windows.count, cfg.windows.overlap)
     w = cfg.windows
     print(f"{cfg.path}: OK" + (f" with --set {' --set '.join(cfg.overrides)}" if cfg.overrides else ""))
-    print(f"  task      {task.describe()}")
+    print(f"  task      {'custom: given from Python (rewl.run(deck, task=...))' if custom else task.describe()}")
     print(f"  sampler   {cfg.sampler.kind}, {cfg.sampler.walkers_per_rank} walkers per rank, "
           f"schedule {cfg.schedule.kind} ln f {cfg.schedule.ln_f_initial:g} -> {cfg.schedule.ln_f_final:g}, "
           f"budget {cfg.run.max_steps} steps")
@@ -121,8 +137,8 @@ def check(cfg: Config, out_dir: str) -> int:
         s = cfg.sampler
         print(f"  dynamics  {s.integrator} Langevin, kT = 1, dt {s.dt:g}, gamma {s.gamma:g}; ln g kernel sigma "
               f"{s.kernel_width:g} bins; soft walls c = {s.wall_strength:g}")
-    print(f"  grid      x = {task.x_label}: {grid.x.bins} bins in [{grid.x.min:g}, {grid.x.max:g}]; "
-          f"y = {task.y_label}: {grid.y.bins} bins in [{grid.y.min:g}, {grid.y.max:g}]")
+    print(f"  grid      x = {x_label}: {grid.x.bins} bins in [{grid.x.min:g}, {grid.x.max:g}]; "
+          f"y = {y_label}: {grid.y.bins} bins in [{grid.y.min:g}, {grid.y.max:g}]")
     print(f"  ranks     {cfg.world_size} = {w.count} windows x {w.ranks_per_window} ranks per window "
           f"(mpiexec -n {cfg.world_size})")
     for win in windows:

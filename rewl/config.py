@@ -18,7 +18,7 @@ from typing import Any, get_type_hints
 
 from .grid import Axis, Grid, window_bins
 
-TASKS = ("spiral", "spiral_regression", "box_quadratic")
+TASKS = ("spiral", "spiral_regression", "box_quadratic", "custom")     # custom: a rewl.Task given from Python
 SAMPLERS = ("wlmc", "wlmd")
 SCHEDULES = ("halving", "1/t", "ramp")
 INTEGRATORS = ("baoab", "reference")
@@ -341,6 +341,9 @@ def parse(text: str, path: str = "<deck>", overrides: tuple[str, ...] = ()) -> C
     task = table("task").read(TaskConfig)
     if task.kind == "box_quadratic" and "model" in data:
         raise DeckError(path, "[model]", "task 'box_quadratic' has no network; remove the [model] table")
+    if task.kind == "custom" and "model" in data:
+        raise DeckError(path, "[model]", "a custom task brings its own network (rewl.run(deck, task=...)); "
+                                         "remove the [model] table")
     t = table("model")
     hidden = _read_hidden(t)
     model = t.read(ModelConfig, hidden=hidden, box=_read_box(t, len(hidden) + 1))

@@ -27,7 +27,7 @@ from .schedule import make_schedule
 from .status import RankStatus
 from .stop import StopRequest
 from .storage import RunStore, StorageError
-from .tasks import make_task
+from .tasks import TaskFactory, make_task
 from .walkers import Walkers, drive_into_window
 from .wl import Estimate
 
@@ -58,14 +58,14 @@ def resume_differences(old: Config, new: Config) -> list[str]:
 class Engine:
     """One rank of a REWL run: its window, walkers, estimate, sampler and the loop that drives them."""
 
-    def __init__(self, cfg: Config, comm: Comm, store: RunStore, stop: StopRequest):
+    def __init__(self, cfg: Config, comm: Comm, store: RunStore, stop: StopRequest, custom_task: TaskFactory | None = None):
         self.cfg, self.comm, self.store, self.stop = cfg, comm, store, stop
         if comm.size > 1:
             torch.set_num_threads(1)
         keep_freed_memory()
         self.device = pick_device(cfg.run.device)
         self.device_mapping = self.map_devices()
-        self.task = make_task(cfg, self.device)
+        self.task = make_task(cfg, self.device, custom_task)
         self.windows = Window.split(cfg.grid, cfg.windows.count, cfg.windows.overlap)
         self.window = self.windows[comm.window]
         self.sampler = make_sampler(cfg.sampler, self.task, self.window, self.device)
@@ -354,9 +354,10 @@ class Engine:
             round_trips=self.round_trips())
 
 
-def run_deck(cfg: Config, out_dir: str, resume: bool, force: bool, stop: StopRequest) -> int:
+def run_deck(cfg: Config, out_dir: str, resume: bool, force: bool, stop: StopRequest,
+             custom_task: TaskFactory | None = None) -> int:
     """Run (or resume) a deck under MPI; returns the process exit code. `stop` was created before
-    any heavy work (see StopRequest)."""
+    any heavy work (see StopRequest); `custom_task` builds the task of a ``kind = "custom"`` deck."""
     comm = Comm(cfg.windows.count, cfg.windows.ranks_per_window)
     store = RunStore(out_dir)
     problem = None
@@ -383,7 +384,14 @@ def run_deck(cfg: Config, out_dir: str, resume: bool, force: bool, stop: StopReq
         if comm.is_root:
             print(f"rewl: error: {problem}", file=sys.stderr, flush=True)
         return 2
-    engine = Engine(cfg, comm, store, stop)
+    engine = Engine(cfg, comm, store, stop, custom_task)
+    if resume and comm.is_root and stored.task != engine.task.name:
+        problem = f"{cfg.path}: cannot resume {out_dir}: it is a run of task {stored.task!r}, this is {engine.task.name!r}"
+    problem = comm.bcast_text(problem)
+    if problem:
+        if comm.is_root:
+            print(f"rewl: error: {problem}", file=sys.stderr, flush=True)
+        return 2
     if comm.is_root:
         print(f"rewl {__version__}: {engine.task.describe()}; {cfg.windows.count} windows x "
               f"{cfg.windows.ranks_per_window} ranks x {cfg.sampler.walkers_per_rank} walkers on "

@@ -7,6 +7,7 @@ engine path it tests is the one the networks use.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -31,7 +32,12 @@ def spiral_data(per_class: int, noise: float, rng: np.random.Generator) -> tuple
 
 
 class Task:
-    """Base: a box [lo, hi] per parameter, parameter groups, and the CVs of batched walkers."""
+    """Base: a box [lo, hi] per parameter, parameter groups, and the CVs of batched walkers.
+
+    Also the base of a user's own task (``rewl.Task``, run by ``rewl.run(deck, task=...)`` with
+    ``[task] kind = "custom"``): call ``set_box`` in ``__init__``, implement ``cvs`` and ``x_of``
+    (and ``y_of`` or ``md_cvs`` for WLMD); everything else has a default. README: "Your own task".
+    """
 
     name: str
     n_params: int
@@ -48,6 +54,26 @@ class Task:
     @property
     def n_groups(self) -> int:
         return len(self.group_names)
+
+    def set_box(self, name: str, lo: torch.Tensor, hi: torch.Tensor, groups: dict[str, int] | None = None) -> None:
+        """Set the name, the box lo <= w <= hi ((n_params,) each; their dtype is the walkers'), and
+        the parameter groups (name -> number of consecutive parameters, in order; default: one
+        group). WLMC adapts one move size per group, starting from a fraction of the group's mean
+        half width."""
+        if lo.ndim != 1 or lo.shape != hi.shape:
+            raise TaskError(f"task {name!r}: lo and hi must have the same shape (n_params,), got "
+                            f"{tuple(lo.shape)} and {tuple(hi.shape)}")
+        if not bool((hi > lo).all()):
+            raise TaskError(f"task {name!r}: every parameter needs hi > lo")
+        groups = groups or {"params": lo.numel()}
+        if sum(groups.values()) != lo.numel() or min(groups.values()) <= 0:
+            raise TaskError(f"task {name!r}: the group sizes {groups} must be positive and add up to n_params = {lo.numel()}")
+        self.name, self.dtype, self.lo, self.hi = name, lo.dtype, lo, hi
+        self.n_params = lo.numel()
+        self.group_names = list(groups)
+        self.group = torch.cat([torch.full((size,), k, dtype=torch.long) for k, size in enumerate(groups.values())]).to(lo.device)
+        half = 0.5 * (hi - lo)
+        self.group_half_width = torch.stack([half[self.group == k].mean() for k in range(len(groups))])
 
     def cvs(self, walkers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """walkers (B, n_params) -> x (B,), y (B,)."""
@@ -278,6 +304,64 @@ class BoxQuadraticTask(Task):
         return f"box_quadratic: n = {self.n_params} coordinates in [-{self.a:g}, {self.a:g}], blocks {self.m} + {self.n_params - self.m}"
 
 
-def make_task(cfg: Config, device: torch.device) -> Task:
+class TaskError(ValueError):
+    """A custom task does not keep the Task contract (shapes, dtypes, finiteness)."""
+
+
+TaskFactory = Callable[[torch.device], Task]
+
+
+def make_task(cfg: Config, device: torch.device, custom: TaskFactory | None = None) -> Task:
+    """The deck's task on `device`; for ``kind = "custom"`` the user's factory builds it (and is
+    checked against the contract)."""
+    if cfg.task.kind == "custom":
+        if custom is None:
+            raise TaskError(f"{cfg.path}: [task] kind = \"custom\" is run from Python: rewl.run(deck, task=MyTask)")
+        task = custom(device)
+        validate_task(task, device, md=cfg.sampler.kind == "wlmd")
+        return task
+    if custom is not None:
+        raise TaskError(f"{cfg.path}: a task was given from Python, but the deck's [task] kind is {cfg.task.kind!r}; "
+                        "set kind = \"custom\"")
     kinds = {"spiral": SpiralTask, "spiral_regression": SpiralRegressionTask, "box_quadratic": BoxQuadraticTask}
     return kinds[cfg.task.kind](cfg, device)
+
+
+def validate_task(task: Task, device: torch.device, md: bool = False, batch: int = 3) -> None:
+    """Check a custom task against the contract on a few walkers uniform in its box; TaskError
+    naming what is wrong."""
+    if not isinstance(task, Task):
+        raise TaskError(f"the task factory returned {type(task).__name__}, not a rewl.Task")
+    name = getattr(task, "name", type(task).__name__)
+    for attr in ("lo", "hi", "group", "group_names", "group_half_width", "dtype", "n_params"):
+        if not hasattr(task, attr):
+            raise TaskError(f"task {name!r} has no {attr}: call self.set_box(name, lo, hi, groups) in its __init__")
+    if task.lo.device.type != device.type:
+        raise TaskError(f"task {name!r}: its box is on {task.lo.device}, the rank computes on {device}")
+    gen = torch.Generator(device=device).manual_seed(0)
+    walkers = task.sample_uniform(batch, gen)
+
+    def check(what: str, value: object) -> None:
+        if not isinstance(value, torch.Tensor) or value.shape != (batch,):
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise TaskError(f"task {name!r}: {what} must be a tensor of shape (B,) = ({batch},) for walkers ({batch}, "
+                            f"{task.n_params}), got {shape}")
+        if not value.dtype.is_floating_point:
+            raise TaskError(f"task {name!r}: {what} must be floating point, got {value.dtype}")
+    with torch.no_grad():
+        x, y = task.cvs(walkers)
+    check("cvs()[0] (x)", x)
+    check("cvs()[1] (y)", y)
+    p = walkers.clone().requires_grad_(True)
+    with torch.enable_grad():
+        x_d = task.x_of(p)
+        check("x_of()", x_d)
+        if not x_d.requires_grad:
+            raise TaskError(f"task {name!r}: x_of() must be differentiable in the walkers (the drive into windows "
+                            "follows its gradient)")
+        if md:
+            x_md, y_md, _ = task.md_cvs(p)
+            check("md_cvs()[0]", x_md)
+            check("md_cvs()[1]", y_md)
+            if not (x_md.requires_grad and y_md.requires_grad):
+                raise TaskError(f"task {name!r}: WLMD needs x and y of md_cvs() differentiable in the walkers")

@@ -10,6 +10,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,21 @@ def env() -> dict[str, str]:
 def run_rewl(args: list[str], ranks: int | None = None, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(rewl_cmd(args, ranks), capture_output=True, text=True, timeout=timeout,
                           env=env(), cwd=cwd or ROOT)
+
+
+def wait_for_checkpoint(store: RunStore, proc: subprocess.Popen, timeout: float = 120) -> int:
+    """Wait until the running `proc` has completed a checkpoint after step 0; returns its step."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        assert proc.poll() is None, "run ended before it could be interrupted"
+        try:
+            step = store.latest_step()
+            if step > 0:
+                return step
+        except Exception:  # noqa: BLE001 - not written yet
+            pass
+        time.sleep(0.2)
+    raise AssertionError("no checkpoint appeared")
 
 
 # ----------------------------------------------------------------------------------------------

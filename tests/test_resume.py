@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, assert_same_run, env, rewl_cmd, run_rewl
+from conftest import ROOT, assert_same_run, env, rewl_cmd, run_rewl, wait_for_checkpoint
 from rewl.storage import RunStore
 
 pytestmark = pytest.mark.mpi
@@ -19,20 +19,6 @@ def _start(deck, ranks: int | None = None) -> subprocess.Popen:
     """`rewl run DECK` in the background (under mpiexec when ranks is given)."""
     return subprocess.Popen(rewl_cmd(["run", str(deck)], ranks), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env(), cwd=ROOT)
-
-
-def _wait_for_checkpoint_after_start(store: RunStore, proc: subprocess.Popen, timeout: float = 120) -> int:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        assert proc.poll() is None, "run ended before it could be interrupted"
-        try:
-            step = store.latest_step()
-            if step > 0:
-                return step
-        except Exception:  # noqa: BLE001 - not written yet
-            pass
-        time.sleep(0.2)
-    raise AssertionError("no checkpoint appeared")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM])
@@ -47,7 +33,7 @@ def test_sigterm_then_resume_is_bit_identical(spiral_deck, tmp_path, sig):
 
     store = RunStore(tmp_path / "stopped")
     proc = _start(stopped, ranks)
-    _wait_for_checkpoint_after_start(store, proc)
+    wait_for_checkpoint(store, proc)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
@@ -87,7 +73,7 @@ def test_sigusr1_checkpoints_and_stops(spiral_deck, tmp_path):
     deck = spiral_deck(max_steps=2_000_000, checkpoint_interval=500)
     store = RunStore(tmp_path / "run")
     proc = _start(deck)
-    _wait_for_checkpoint_after_start(store, proc)
+    wait_for_checkpoint(store, proc)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGUSR1)
     out, err = proc.communicate(timeout=60)

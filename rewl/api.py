@@ -1,0 +1,39 @@
+"""The Python entry point: run a deck with your own task from a script.
+
+    # my_study.py, launched as: mpiexec -n 4 python my_study.py
+    import rewl
+
+    class MyNet(rewl.Task):
+        def __init__(self, device): ...      # data, model; self.set_box(name, lo, hi, groups)
+        def cvs(self, walkers): ...          # (B, n_params) -> x (B,), y (B,)
+        def x_of(self, walkers): ...         # x alone, differentiable
+
+    raise SystemExit(rewl.run("my_deck.toml", task=MyNet))
+
+The deck stays data (``[task] kind = "custom"``, no code named in it); the task class (or any
+callable taking the rank's torch device) is given here, on every rank. README: "Your own task".
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .stop import StopRequest
+
+
+def run(deck: str | Path, task, out: str | None = None, resume: bool = False, force: bool = False,
+        overrides: tuple[str, ...] = (), stop_file: str | None = None, deadline: float | None = None) -> int:
+    """Run (or resume) `deck` with `task` (a ``rewl.Task`` subclass, or a callable device -> Task)
+    under MPI, as ``python -m rewl run`` does; returns its exit code (0 done, 2 bad deck, task or
+    layout; any exception on any rank aborts the whole job). Call it on every rank."""
+    stop = StopRequest(stop_file, deadline)
+    from .cli import run_checked
+    from .comm import env_rank
+    from .config import DeckError, load
+    try:
+        cfg = load(deck, tuple(overrides))
+    except DeckError as exc:
+        if env_rank() == 0:
+            print(f"rewl: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    return run_checked(cfg, out or cfg.output.dir, resume, force, stop, task)
