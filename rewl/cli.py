@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--walkers", type=int, help="batch size (default: the deck's walkers_per_rank)")
     b.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one core)")
     b.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
+    _set_arg(b)
     return p
 
 
@@ -89,11 +90,16 @@ def main(argv: list[str] | None = None) -> int:
         return check(cfg, args.out or cfg.output.dir)
     if args.command == "status":
         return status(args.out or cfg.output.dir)
-    if args.command == "sgd":
-        return sgd(cfg, args.runs, args.out or cfg.output.dir, args.force)
-    if args.command == "bench":
-        from .bench import bench
-        return bench(cfg, args.seconds, args.walkers, args.threads, args.device)
+    if args.command in ("sgd", "bench"):
+        from .data import DataError
+        try:
+            if args.command == "sgd":
+                return sgd(cfg, args.runs, args.out or cfg.output.dir, args.force)
+            from .bench import bench
+            return bench(cfg, args.seconds, args.walkers, args.threads, args.device)
+        except DataError as exc:
+            print(f"rewl: error: {cfg.path}: {exc}", file=sys.stderr, flush=True)
+            return 2
     return run_checked(cfg, args.out or cfg.output.dir, args.resume, args.force, stop)
 
 
@@ -101,6 +107,7 @@ def run_checked(cfg: Config, out_dir: str, resume: bool, force: bool, stop, cust
     """`rewl run` (and ``rewl.run``): layout and task problems exit 2 with one message from rank 0;
     any other exception on any rank aborts the job."""
     from .comm import LayoutError, run_or_abort
+    from .data import DataError
     from .driver import run_deck
     from .tasks import TaskError
     quiet = env_rank() != 0
@@ -108,7 +115,7 @@ def run_checked(cfg: Config, out_dir: str, resume: bool, force: bool, stop, cust
     def go() -> int:
         try:
             return run_deck(cfg, out_dir, resume, force, stop, custom_task)
-        except (LayoutError, TaskError) as exc:
+        except (LayoutError, TaskError, DataError) as exc:
             if not quiet:
                 where = "" if str(exc).startswith(cfg.path) else f"{cfg.path}: "
                 print(f"rewl: error: {where}{exc}", file=sys.stderr, flush=True)
@@ -120,16 +127,21 @@ def check(cfg: Config, out_dir: str) -> int:
     """Print what the deck would run: task, parameter count, grid, windows, rank layout."""
     import torch
 
+    from .data import DataError
     from .grid import Window
-    from .tasks import make_task
+    from .tasks import describe_unbuilt, make_task
     grid = cfg.grid
     custom = cfg.task.kind == "custom"
-    task = None if custom else make_task(cfg, torch.device("cpu"))
+    try:
+        task = None if custom else make_task(cfg, torch.device("cpu"))
+        described = "custom: given from Python (rewl.run(deck, task=...))" if custom else task.describe()
+    except DataError as exc:           # a deck can be checked before its data is in place
+        task, described = None, describe_unbuilt(cfg, str(exc))
     x_label, y_label = ("x", "y") if task is None else (task.x_label, task.y_label)
     windows = Window.split(grid, cfg.windows.count, cfg.windows.overlap)
     w = cfg.windows
     print(f"{cfg.path}: OK" + (f" with --set {' --set '.join(cfg.overrides)}" if cfg.overrides else ""))
-    print(f"  task      {'custom: given from Python (rewl.run(deck, task=...))' if custom else task.describe()}")
+    print(f"  task      {described}")
     print(f"  sampler   {cfg.sampler.kind}, {cfg.sampler.walkers_per_rank} walkers per rank, "
           f"schedule {cfg.schedule.kind} ln f {cfg.schedule.ln_f_initial:g} -> {cfg.schedule.ln_f_final:g}, "
           f"budget {cfg.run.max_steps} steps")

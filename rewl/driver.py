@@ -375,8 +375,6 @@ def run_deck(cfg: Config, out_dir: str, resume: bool, force: bool, stop: StopReq
                                f"{', '.join(diffs)} (only [run] max_steps, [output] and [baseline] may change{started})")
             else:
                 problem = store.problem_for_new_run(force)
-                if problem is None:
-                    store.prepare_new()
         except StorageError as exc:
             problem = str(exc)
     problem = comm.bcast_text(problem)
@@ -384,7 +382,7 @@ def run_deck(cfg: Config, out_dir: str, resume: bool, force: bool, stop: StopReq
         if comm.is_root:
             print(f"rewl: error: {problem}", file=sys.stderr, flush=True)
         return 2
-    engine = Engine(cfg, comm, store, stop, custom_task)
+    engine = Engine(cfg, comm, store, stop, custom_task)     # data and task problems end here, before any write
     if resume and comm.is_root and stored.task != engine.task.name:
         problem = f"{cfg.path}: cannot resume {out_dir}: it is a run of task {stored.task!r}, this is {engine.task.name!r}"
     problem = comm.bcast_text(problem)
@@ -392,6 +390,9 @@ def run_deck(cfg: Config, out_dir: str, resume: bool, force: bool, stop: StopReq
         if comm.is_root:
             print(f"rewl: error: {problem}", file=sys.stderr, flush=True)
         return 2
+    if not resume and comm.is_root:
+        store.prepare_new()
+    comm.barrier()
     if comm.is_root:
         print(f"rewl {__version__}: {engine.task.describe()}; {cfg.windows.count} windows x "
               f"{cfg.windows.ranks_per_window} ranks x {cfg.sampler.walkers_per_rank} walkers on "

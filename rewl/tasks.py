@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .config import Config
+from .data import DataError, load_features, resolve, split, standardise
 from .models import FNN, batched_forward, n_params, param_layout
 from .observables import accuracy, cross_entropy, cross_entropy_points, ln_sum_squares, smooth_accuracy
 
@@ -239,19 +240,13 @@ def spiral_regression_data(points: int, noise: float, rng: np.random.Generator) 
     return xy, np.where(arm == 0, 1.0, -1.0) * r / 5.0
 
 
-class SpiralRegressionTask(NetworkTask):
-    """Spiral regression (the width study of the reference): FNN 2 -> W -> W -> 1, mean squared
-    error; x = ln L_train, y = ln L_test, half of the points each."""
+class RegressionTask(NetworkTask):
+    """An FNN d -> ... -> 1 with mean squared error; x = ln L_train, y = ln L_test. Subclasses set
+    the points: ``_build`` with inputs (P, d), training points first, ``targets`` (P,) and ``n_train``."""
 
-    name = "spiral_regression"
     y_label = "ln L_test"
-
-    def __init__(self, cfg: Config, device: torch.device):
-        t = cfg.task
-        inputs, targets = spiral_regression_data(t.points, t.noise, np.random.default_rng(t.data_seed))
-        self.n_train = t.points // 2
-        self._build(cfg, device, 2, 1, inputs)
-        self.targets = torch.tensor(targets, dtype=self.dtype, device=device)     # (P,)
+    n_train: int
+    targets: torch.Tensor
 
     def _squared_errors(self, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return (out[:, 0] - targets).square()                                       # (B, P)
@@ -269,9 +264,58 @@ class SpiralRegressionTask(NetworkTask):
         out = self.forward(walkers, self.inputs_t[:, self.n_train:])
         return torch.log(self._squared_errors(out, self.targets[self.n_train:]).mean(dim=1))
 
+
+class SpiralRegressionTask(RegressionTask):
+    """Spiral regression (the width study of the reference): FNN 2 -> W -> W -> 1, half of the
+    points train, half test."""
+
+    name = "spiral_regression"
+
+    def __init__(self, cfg: Config, device: torch.device):
+        t = cfg.task
+        inputs, targets = spiral_regression_data(t.points, t.noise, np.random.default_rng(t.data_seed))
+        self.n_train = t.points // 2
+        self._build(cfg, device, 2, 1, inputs)
+        self.targets = torch.tensor(targets, dtype=self.dtype, device=device)     # (P,)
+
     def describe(self) -> str:
         return (f"spiral_regression: {self.network_text()}; {self.n_train} train / "
                 f"{len(self.targets) - self.n_train} test points; MSE")
+
+
+class FeaturesTask(RegressionTask):
+    """Regression on a feature matrix from a file the deck names (e.g. frozen embeddings: the
+    reference's polymer head 768 -> 50 (SiLU) -> 1): rows split at random into train and test
+    (``train_fraction``, ``data_seed``), features and targets standardised with the training rows'
+    mean and standard deviation."""
+
+    name = "features"
+
+    def __init__(self, cfg: Config, device: torch.device):
+        t = cfg.task
+        self.data_path = resolve(cfg.path, t.data)
+        features, targets = load_features(self.data_path, t.target)
+        if features.shape[1] != t.features:
+            raise DataError(f"{self.data_path} ([task] data): {features.shape[1]} feature columns, the deck's "
+                            f"[task] features says {t.features}")
+        train, test = split(len(targets), t.train_fraction, t.data_seed)
+        x_train, x_test = standardise(features[train], features[test])
+        y_train, y_test = standardise(targets[train], targets[test])
+        self.n_train = len(train)
+        self._build(cfg, device, t.features, 1, np.concatenate([x_train, x_test]))
+        self.targets = torch.tensor(np.concatenate([y_train, y_test]), dtype=self.dtype, device=device)
+
+    def describe(self) -> str:
+        return (f"features: {self.network_text()}; {self.n_train} train / {len(self.targets) - self.n_train} test rows "
+                f"of {self.data_path}; MSE of standardised targets")
+
+
+def describe_unbuilt(cfg: Config, problem: str) -> str:
+    """The deck's network and the reason its task could not be built (for `check` without data)."""
+    m = cfg.model
+    module = FNN(cfg.task.features, m.hidden, 1, m.activation)
+    widths = " -> ".join(map(str, [cfg.task.features, *m.hidden, 1]))
+    return f"{cfg.task.kind}: FNN {widths} ({n_params(module)} parameters); NOT READY: {problem}"
 
 
 class BoxQuadraticTask(Task):
@@ -323,7 +367,8 @@ def make_task(cfg: Config, device: torch.device, custom: TaskFactory | None = No
     if custom is not None:
         raise TaskError(f"{cfg.path}: a task was given from Python, but the deck's [task] kind is {cfg.task.kind!r}; "
                         "set kind = \"custom\"")
-    kinds = {"spiral": SpiralTask, "spiral_regression": SpiralRegressionTask, "box_quadratic": BoxQuadraticTask}
+    kinds = {"spiral": SpiralTask, "spiral_regression": SpiralRegressionTask, "features": FeaturesTask,
+             "box_quadratic": BoxQuadraticTask}
     return kinds[cfg.task.kind](cfg, device)
 
 

@@ -127,6 +127,8 @@ BASES: dict[str, dict[str, dict[str, Any]]] = {
         "baseline": {"optimizer": "adam", "learning_rate": 0.01, "batch_size": 10, "steps": 300, "runs": 8},
     },
 }
+# WLMD regression on a feature matrix from a file (each test names the file and its width)
+BASES["features"] = {**BASES["regression"], "task": {"kind": "features"}, "model": {"hidden": [4], "activation": "silu"}}
 
 
 def _toml_value(value: Any) -> str:

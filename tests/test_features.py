@@ -1,0 +1,132 @@
+"""The features task: regression on a feature matrix the deck names (.npz or .csv, written here in
+those formats), its split and standardisation, its batched forward against a plain nn.Module,
+and its errors; a run, baselines and `check` before the data exists."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import deck_text, run_rewl
+from rewl.config import DeckError, parse
+from rewl.data import DataError, load_features, split, standardise
+from rewl.storage import RunStore
+from rewl.tasks import FeaturesTask
+
+ROWS, D = 40, 6
+
+
+def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal((ROWS, D)) * np.arange(1, D + 1) + 3.0
+    return features, features[:, :2].sum(axis=1) + 0.1 * rng.standard_normal(ROWS)
+
+
+def _write_csv(path: Path, features: np.ndarray, targets: np.ndarray, target: str = "price") -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([f"f{j}" for j in range(2)] + [target] + [f"f{j}" for j in range(2, features.shape[1])])
+        for row, t in zip(features, targets):
+            w.writerow([repr(float(v)) for v in (*row[:2], t, *row[2:])])
+    return path
+
+
+def _deck(tmp_path: Path, data: str, **task) -> Path:
+    path = tmp_path / "features.toml"
+    path.write_text(deck_text(
+        "features", task={"data": data, "features": D, **task}, run={"seed": 2, "max_steps": 300}, windows={"count": 1},
+        output={"dir": str(tmp_path / "run"), "checkpoint_interval": 300},
+        baseline={"optimizer": "adam", "learning_rate": 0.01, "batch_size": 8, "steps": 50, "runs": 4}))
+    return path
+
+
+def test_npz_and_csv_read_the_same_rows(tmp_path):
+    features, targets = _data()
+    np.savez(tmp_path / "d.npz", X=features, y=targets)
+    for path, target in ((tmp_path / "d.npz", "y"), (_write_csv(tmp_path / "d.csv", features, targets), "price")):
+        x, y = load_features(path, target)
+        np.testing.assert_array_equal(x, features)
+        np.testing.assert_array_equal(y, targets)
+
+
+def test_bad_files_are_named(tmp_path):
+    features, targets = _data()
+    np.savez(tmp_path / "noy.npz", X=features)
+    (tmp_path / "text.csv").write_text("a,y\n1,2\n3,x\n")
+    (tmp_path / "d.txt").write_text("1")
+    bad = features.copy()
+    bad[3, 1] = np.nan
+    np.savez(tmp_path / "nan.npz", X=bad, y=targets)
+    cases = [(tmp_path / "missing.npz", "y", "no such file"), (tmp_path / "noy.npz", "y", "no array y"),
+             (tmp_path / "text.csv", "y", "line 3, column 'y': 'x' is not a number"),
+             (_write_csv(tmp_path / "d.csv", features, targets), "target", "no column 'target'"),
+             (tmp_path / "d.txt", "y", "expected a .npz or .csv"), (tmp_path / "nan.npz", "y", r"rows \[3\] hold non-finite")]
+    for path, target, message in cases:
+        with pytest.raises(DataError, match=message):
+            load_features(path, target)
+
+
+def test_split_and_standardise_use_only_the_training_rows():
+    train, test = split(10, 0.8, seed=3)
+    assert len(train) == 8 and len(test) == 2 and sorted(np.concatenate([train, test]).tolist()) == list(range(10))
+    assert split(10, 0.01, 0)[0].size == 1 and split(10, 0.99, 0)[1].size == 1
+    a, b = np.array([[1.0, 5.0], [3.0, 5.0]]), np.array([[5.0, 7.0]])
+    sa, sb = standardise(a, b)
+    np.testing.assert_allclose(sa, [[-1.0, 0.0], [1.0, 0.0]])
+    np.testing.assert_allclose(sb, [[3.0, 2.0]])                  # constant column: scale 1
+
+
+def test_batched_forward_and_gradients_equal_a_plain_module(tmp_path):
+    features, targets = _data()
+    np.savez(tmp_path / "d.npz", X=features, y=targets)
+    cfg = parse(_deck(tmp_path, "d.npz").read_text(), str(tmp_path / "features.toml"))
+    task = FeaturesTask(cfg, torch.device("cpu"))
+    assert task.n_params == D * 4 + 4 + 4 + 1 and task.n_train == 32
+    walkers = task.sample_uniform(3, torch.Generator().manual_seed(0)).requires_grad_(True)
+    x, y = task.cvs(walkers)
+    x.sum().backward()
+    for k in range(3):
+        w = walkers[k].detach().clone().requires_grad_(True)
+        torch.nn.utils.vector_to_parameters(w.detach(), task.module.parameters())
+        task.module.zero_grad()
+        x_plain, y_plain = task.plain_cvs(task.module)
+        assert x_plain.item() == pytest.approx(x[k].item(), rel=1e-5) and y_plain.item() == pytest.approx(y[k].item(), rel=1e-5)
+        x_plain.backward()
+        grad = torch.cat([p.grad.flatten() for p in task.module.parameters()])
+        torch.testing.assert_close(grad, walkers.grad[k], rtol=1e-5, atol=1e-6)
+    # the targets were standardised with the training rows
+    assert task.targets[: task.n_train].mean().abs() < 1e-5 and task.targets[task.n_train:].mean().abs() > 1e-3
+
+
+def test_deck_checks(tmp_path):
+    text = _deck(tmp_path, "d.npz").read_text()
+    with pytest.raises(DeckError, match=r"\[task\] data: is required"):
+        parse(text.replace('data = "d.npz"\n', ""), "f.toml")
+    with pytest.raises(DeckError, match=r"\[task\] train_fraction: must lie strictly between 0 and 1"):
+        parse(text, "f.toml", ("task.train_fraction=1.0",))
+    with pytest.raises(DeckError, match=r"\[task\] data: applies only to kind = 'features'"):
+        parse(text, "f.toml", ('task.kind="spiral_regression"',))
+
+
+@pytest.mark.mpi
+def test_check_before_the_data_then_run_and_baselines(tmp_path):
+    deck = _deck(tmp_path, "data/emb.csv", target="price", data_seed=4)
+    check = run_rewl(["check", str(deck)])
+    assert check.returncode == 0 and f"FNN {D} -> 4 -> 1 ({D * 4 + 4 + 4 + 1} parameters); NOT READY" in check.stdout
+    proc = run_rewl(["run", str(deck)])
+    assert proc.returncode == 2 and "data/emb.csv ([task] data): no such file" in proc.stderr
+    (tmp_path / "data").mkdir()
+    features, targets = _data(1)
+    _write_csv(tmp_path / "data" / "emb.csv", features[:, : D - 1], targets)
+    proc = run_rewl(["run", str(deck)])
+    assert proc.returncode == 2 and "5 feature columns, the deck's [task] features says 6" in proc.stderr
+    _write_csv(tmp_path / "data" / "emb.csv", features, targets)
+    proc = run_rewl(["run", str(deck)])                  # the failed starts wrote nothing
+    assert proc.returncode == 0, proc.stderr
+    rec = RunStore(tmp_path / "run").read_run()
+    assert rec.task == "features" and rec.y_label == "ln L_test" and rec.status == "budget-exhausted"
+    sgd = run_rewl(["sgd", str(deck)])
+    assert sgd.returncode == 0 and "4 runs of adam" in sgd.stdout
