@@ -18,7 +18,7 @@ from typing import Any, get_type_hints
 
 from .grid import Axis, Grid, window_bins
 
-TASKS = ("spiral", "spiral_regression", "features", "box_quadratic", "custom")   # custom: a rewl.Task from Python
+TASKS = ("spiral", "spiral_regression", "features", "house_prices", "box_quadratic", "custom")   # custom: from Python
 SAMPLERS = ("wlmc", "wlmd")
 SCHEDULES = ("halving", "1/t", "ramp")
 INTEGRATORS = ("baoab", "reference")
@@ -90,7 +90,7 @@ class RunConfig:
     share_gpus: bool = key(False)                    # allow two ranks on one GPU (refused by default)
 
 
-_SPIRAL, _REGRESSION, _BOX, _FEATURES = ("spiral",), ("spiral_regression",), ("box_quadratic",), ("features",)
+_SPIRAL, _REGRESSION, _BOX, _FEATURES, _HOUSE = ("spiral",), ("spiral_regression",), ("box_quadratic",), ("features",), ("house_prices",)
 
 
 @dataclass(frozen=True)
@@ -100,11 +100,12 @@ class TaskConfig:
     test_per_class: int = key(50, _positive, only=_SPIRAL)
     points: int = key(500, lambda v: None if v >= 4 else "must be >= 4", only=_REGRESSION)  # half train, half test
     noise: float = key(0.1, _nonneg, only=_SPIRAL + _REGRESSION)
-    data_seed: int = key(0, _nonneg, only=_SPIRAL + _REGRESSION + _FEATURES)   # features: the train/test split
-    data: str = key("", only=_FEATURES, required=True)            # .npz (X, y) or .csv, relative to the deck
+    data_seed: int = key(0, _nonneg, only=_SPIRAL + _REGRESSION + _FEATURES + _HOUSE)  # files: the train/test split
+    data: str = key("", only=_FEATURES + _HOUSE, required=True)   # the data file, relative to the deck
     target: str = key("y", only=_FEATURES)                        # .csv: the target column
-    features: int = key(1, _positive, only=_FEATURES, required=True)   # d, checked against the file
-    train_fraction: float = key(0.8, _open_unit, only=_FEATURES)
+    features: int = key(1, _positive, only=_FEATURES + _HOUSE, required=True)   # d, checked against the data
+    train_fraction: float = key(0.8, _open_unit, only=_FEATURES + _HOUSE,
+                                default_from=lambda t: 0.5 if t["kind"] == "house_prices" else 0.8)
     accuracy_k: float = key(5.0, _positive, only=_SPIRAL)   # sharpness of the smoothed accuracy (wlmd)
     n: int = key(4, lambda v: None if v >= 2 else "must be >= 2", only=_BOX)
     m: int = key(2, only=_BOX, default_from=lambda t: max(1, t["n"] // 2),

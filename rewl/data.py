@@ -92,3 +92,51 @@ def standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.nda
     mean, std = train.mean(axis=0), train.std(axis=0)
     std = np.where(std > 0, std, 1.0)
     return (train - mean) / std, (test - mean) / std
+
+
+def house_prices_features(path: Path, train_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
+    """The Kaggle house-prices ``train.csv`` as a regression: features (N, d) with the training
+    rows first, standardised targets (N,), the number of training rows and the feature names.
+
+    The pipeline (needs pandas: ``pip install -e ".[data]"``):
+    1. read with only ``NA`` and empty cells as missing (``None``, a value of MasVnrType, stays a
+       category); drop ``Id``; y = ln(SalePrice);
+    2. every text column is one-hot encoded with NA as its own category (``get_dummies`` with
+       ``dummy_na=True``: one NA column per categorical descriptor, whether or not it has NAs);
+    3. rows are split at random (`train_fraction`, `seed`);
+    4. numeric columns: NA filled with the training rows' mean, then standardised with the training
+       rows' mean and standard deviation; one-hot columns stay 0/1; y standardised likewise.
+    """
+    try:
+        import pandas as pd
+    except ImportError:
+        raise DataError('the house_prices task reads its CSV with pandas: pip install -e ".[data]"') from None
+    where = f"{path} ([task] data)"
+    if not path.exists():
+        raise DataError(f"{where}: no such file. rewl downloads nothing: get train.csv of Kaggle's 'House Prices - "
+                        "Advanced Regression Techniques' competition (1460 rows) and name it in the deck")
+    try:
+        frame = pd.read_csv(path, keep_default_na=False, na_values=["NA", ""])
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{where}: not a readable CSV: {exc}") from None
+    if "SalePrice" not in frame.columns:
+        raise DataError(f"{where}: no column SalePrice; is this Kaggle's train.csv?")
+    price = frame.pop("SalePrice").to_numpy(dtype=np.float64)
+    if not (np.isfinite(price) & (price > 0)).all():
+        raise DataError(f"{where}: SalePrice must be positive numbers")
+    frame = frame.drop(columns=["Id"], errors="ignore")
+    text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    numeric = [c for c in frame.columns if c not in text]
+    encoded = pd.get_dummies(frame, columns=text, dummy_na=True, dtype=np.float64)
+    train, test = split(len(frame), train_fraction, seed)
+    values = encoded.to_numpy(dtype=np.float64)
+    is_numeric = np.array([c in numeric for c in encoded.columns])
+    train_mean = np.nanmean(values[train][:, is_numeric], axis=0)
+    num = values[:, is_numeric]
+    num = np.where(np.isnan(num), np.where(np.isnan(train_mean), 0.0, train_mean), num)
+    values[:, is_numeric] = num
+    x_train, x_test = values[train], values[test]
+    std_train, std_test = standardise(x_train[:, is_numeric], x_test[:, is_numeric])
+    x_train[:, is_numeric], x_test[:, is_numeric] = std_train, std_test
+    y_train, y_test = standardise(np.log(price[train]), np.log(price[test]))
+    return np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test]), len(train), list(encoded.columns)

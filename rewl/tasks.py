@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .config import Config
-from .data import DataError, load_features, resolve, split, standardise
+from .data import DataError, house_prices_features, load_features, resolve, split, standardise
 from .models import FNN, batched_forward, n_params, param_layout
 from .observables import accuracy, cross_entropy, cross_entropy_points, ln_sum_squares, smooth_accuracy
 
@@ -310,6 +310,29 @@ class FeaturesTask(RegressionTask):
                 f"of {self.data_path}; MSE of standardised targets")
 
 
+class HousePricesTask(RegressionTask):
+    """Kaggle's house prices (``train.csv``, 79 descriptors): the one-hot pipeline of
+    ``data.house_prices_features``, FNN d -> 20 -> 1 in the reference (d = 331, 6,661 parameters),
+    y = standardised ln(SalePrice), half of the rows train."""
+
+    name = "house_prices"
+
+    def __init__(self, cfg: Config, device: torch.device):
+        t = cfg.task
+        self.data_path = resolve(cfg.path, t.data)
+        inputs, targets, self.n_train, self.feature_names = house_prices_features(self.data_path, t.train_fraction,
+                                                                                  t.data_seed)
+        if inputs.shape[1] != t.features:
+            raise DataError(f"{self.data_path} ([task] data): the one-hot pipeline gives {inputs.shape[1]} features, "
+                            f"the deck's [task] features says {t.features} (README: house_prices)")
+        self._build(cfg, device, t.features, 1, inputs)
+        self.targets = torch.tensor(targets, dtype=self.dtype, device=device)
+
+    def describe(self) -> str:
+        return (f"house_prices: {self.network_text()}; {self.n_train} train / {len(self.targets) - self.n_train} test "
+                f"houses of {self.data_path}; MSE of standardised ln(SalePrice)")
+
+
 def describe_unbuilt(cfg: Config, problem: str) -> str:
     """The deck's network and the reason its task could not be built (for `check` without data)."""
     m = cfg.model
@@ -368,7 +391,7 @@ def make_task(cfg: Config, device: torch.device, custom: TaskFactory | None = No
         raise TaskError(f"{cfg.path}: a task was given from Python, but the deck's [task] kind is {cfg.task.kind!r}; "
                         "set kind = \"custom\"")
     kinds = {"spiral": SpiralTask, "spiral_regression": SpiralRegressionTask, "features": FeaturesTask,
-             "box_quadratic": BoxQuadraticTask}
+             "house_prices": HousePricesTask, "box_quadratic": BoxQuadraticTask}
     return kinds[cfg.task.kind](cfg, device)
 
 

@@ -4,13 +4,14 @@ and its errors; a run, baselines and `check` before the data exists."""
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import deck_text, run_rewl
+from conftest import ROOT, deck_text, run_rewl
 from rewl.config import DeckError, parse
 from rewl.data import DataError, load_features, split, standardise
 from rewl.storage import RunStore
@@ -130,3 +131,82 @@ def test_check_before_the_data_then_run_and_baselines(tmp_path):
     assert rec.task == "features" and rec.y_label == "ln L_test" and rec.status == "budget-exhausted"
     sgd = run_rewl(["sgd", str(deck)])
     assert sgd.returncode == 0 and "4 runs of adam" in sgd.stdout
+
+
+# -- house prices (Kaggle train.csv format) ---------------------------------------------------
+
+KAGGLE_NUMERIC = ("MSSubClass LotFrontage LotArea OverallQual OverallCond YearBuilt YearRemodAdd MasVnrArea BsmtFinSF1 "
+                  "BsmtFinSF2 BsmtUnfSF TotalBsmtSF 1stFlrSF 2ndFlrSF LowQualFinSF GrLivArea BsmtFullBath BsmtHalfBath "
+                  "FullBath HalfBath BedroomAbvGr KitchenAbvGr TotRmsAbvGrd Fireplaces GarageYrBlt GarageCars GarageArea "
+                  "WoodDeckSF OpenPorchSF EnclosedPorch 3SsnPorch ScreenPorch PoolArea MiscVal MoSold YrSold").split()
+KAGGLE_TEXT = ("MSZoning Street Alley LotShape LandContour Utilities LotConfig LandSlope Neighborhood Condition1 Condition2 "
+               "BldgType HouseStyle RoofStyle RoofMatl Exterior1st Exterior2nd MasVnrType ExterQual ExterCond Foundation "
+               "BsmtQual BsmtCond BsmtExposure BsmtFinType1 BsmtFinType2 Heating HeatingQC CentralAir Electrical KitchenQual "
+               "Functional FireplaceQu GarageType GarageFinish GarageQual GarageCond PavedDrive PoolQC Fence MiscFeature "
+               "SaleType SaleCondition").split()
+
+
+def _kaggle_csv(path: Path, rows: int = 40) -> tuple[Path, int]:
+    """A train.csv with Kaggle's 81 columns and random values; returns it and the number of features
+    the pipeline must give (36 numeric + per text column its categories + 1 for NA)."""
+    rng = np.random.default_rng(7)
+    columns = {"Id": [str(i + 1) for i in range(rows)]}
+    for name in KAGGLE_NUMERIC:
+        values = [str(v) for v in rng.integers(0, 2000, rows)]
+        if name in ("LotFrontage", "GarageYrBlt"):
+            values[1] = values[5] = "NA"                       # missing numbers, as in the real file
+        columns[name] = values
+    expected = len(KAGGLE_NUMERIC)
+    for k, name in enumerate(KAGGLE_TEXT):
+        options = ["None", "BrkFace", "Stone"] if name == "MasVnrType" else [f"c{j}" for j in range(1 + k % 3)]
+        values = [options[i] for i in rng.integers(0, len(options), rows)]
+        if k % 4 == 0:
+            values[2] = "NA"
+        columns[name] = values
+        expected += len(set(values) - {"NA"}) + 1
+    columns["SalePrice"] = [str(v) for v in rng.integers(50_000, 500_000, rows)]
+    order = ["Id"] + [c for c in columns if c not in ("Id", "SalePrice")] + ["SalePrice"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(order)
+        w.writerows(zip(*(columns[c] for c in order)))
+    return path, expected
+
+
+def test_house_prices_pipeline(tmp_path):
+    from rewl.data import house_prices_features
+    path, expected = _kaggle_csv(tmp_path / "train.csv")
+    x, y, n_train, names = house_prices_features(path, 0.5, seed=3)
+    assert x.shape == (40, expected) and len(names) == expected and n_train == 20
+    assert "MasVnrType_None" in names and "MasVnrType_nan" in names and "MSZoning_nan" in names   # NA: own category
+    assert "Id" not in names and "SalePrice" not in names
+    numeric = [names.index(c) for c in KAGGLE_NUMERIC]
+    np.testing.assert_allclose(x[:n_train][:, numeric].mean(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(x[:n_train][:, numeric].std(axis=0), 1.0, atol=1e-12)
+    onehot = np.setdiff1d(np.arange(expected), numeric)
+    assert set(np.unique(x[:, onehot])) <= {0.0, 1.0} and np.isfinite(x).all()
+    assert abs(y[:n_train].mean()) < 1e-12 and y[:n_train].std() == pytest.approx(1.0)
+
+
+def test_house_prices_needs_pandas_and_says_which_extra(tmp_path, monkeypatch):
+    from rewl.data import house_prices_features
+    monkeypatch.setitem(sys.modules, "pandas", None)         # as if the extra were not installed
+    with pytest.raises(DataError, match=r'pip install -e "\.\[data\]"'):
+        house_prices_features(tmp_path / "train.csv", 0.5, 0)
+
+
+@pytest.mark.mpi
+def test_house_prices_deck_checks_then_runs(tmp_path):
+    shipped = run_rewl(["check", str(ROOT / "inputs" / "house_prices.toml")])
+    assert shipped.returncode == 0 and "FNN 331 -> 20 -> 1 (6661 parameters); NOT READY" in shipped.stdout
+    path, expected = _kaggle_csv(tmp_path / "train.csv")
+    deck = tmp_path / "house.toml"
+    deck.write_text(deck_text("features", task={"kind": "house_prices", "data": "train.csv", "features": expected},
+                              model={"hidden": [3], "activation": "relu"}, run={"seed": 2, "max_steps": 200},
+                              windows={"count": 1}, grid__x={"min": -4.0, "max": 4.0, "width": 0.1},
+                              output={"dir": str(tmp_path / "run"), "checkpoint_interval": 200}))
+    proc = run_rewl(["run", str(deck), "--set", f"task.features={expected + 1}"])
+    assert proc.returncode == 2 and f"the one-hot pipeline gives {expected} features" in proc.stderr
+    proc = run_rewl(["run", str(deck)])
+    assert proc.returncode == 0, proc.stderr
+    assert "20 train / 20 test houses" in proc.stdout and RunStore(tmp_path / "run").read_run().n_params == expected * 3 + 7
