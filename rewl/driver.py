@@ -360,6 +360,14 @@ def run_deck(cfg: Config, out_dir: str, resume: bool, force: bool, stop: StopReq
     any heavy work (see StopRequest); `custom_task` builds the task of a ``kind = "custom"`` deck."""
     comm = Comm(cfg.windows.count, cfg.windows.ranks_per_window)
     store = RunStore(out_dir)
+
+    def refused(problem: str | None) -> bool:
+        """Collective: rank 0's problem (if any) reaches every rank, and rank 0 prints it."""
+        problem = comm.bcast_text(problem)
+        if problem and comm.is_root:
+            print(f"rewl: error: {problem}", file=sys.stderr, flush=True)
+        return problem is not None
+
     problem = None
     if comm.is_root:
         try:
@@ -377,18 +385,12 @@ def run_deck(cfg: Config, out_dir: str, resume: bool, force: bool, stop: StopReq
                 problem = store.problem_for_new_run(force)
         except StorageError as exc:
             problem = str(exc)
-    problem = comm.bcast_text(problem)
-    if problem:
-        if comm.is_root:
-            print(f"rewl: error: {problem}", file=sys.stderr, flush=True)
+    if refused(problem):
         return 2
     engine = Engine(cfg, comm, store, stop, custom_task)     # data and task problems end here, before any write
     if resume and comm.is_root and stored.task != engine.task.name:
         problem = f"{cfg.path}: cannot resume {out_dir}: it is a run of task {stored.task!r}, this is {engine.task.name!r}"
-    problem = comm.bcast_text(problem)
-    if problem:
-        if comm.is_root:
-            print(f"rewl: error: {problem}", file=sys.stderr, flush=True)
+    if refused(problem):
         return 2
     if not resume and comm.is_root:
         store.prepare_new()

@@ -126,21 +126,33 @@ class NetworkTask(Task):
         m = cfg.model
         self.dtype = getattr(torch, m.dtype)
         self.inputs_t = torch.tensor(inputs, dtype=self.dtype, device=device).t().contiguous()   # (d_in, P)
-        self.module = FNN(d_in, m.hidden, d_out, m.activation).to(device=device, dtype=self.dtype)
-        self.forward = batched_forward(self.module, for_compile=m.compile)
+        module = FNN(d_in, m.hidden, d_out, m.activation).to(device=device, dtype=self.dtype)
+        fan_outs = [layer.out_features for layer in module.layers]
+        half = m.box if m.box is not None else tuple(2.0 / math.sqrt(f) for f in fan_outs)
+        self._attach(cfg, module, batched_forward(module, for_compile=m.compile),
+                     [f"layer{k}" for k in range(len(fan_outs))], half)
+
+    def _attach(self, cfg: Config, module: nn.Module, forward: Callable, group_names: list[str],
+                half_widths: tuple[float, ...] | list[float]) -> None:
+        """Take `module` (on its device and dtype) and its batched `forward`; one parameter group per
+        layer (``param_layout``), box +-half_widths[k] for layer k."""
+        self.module, self.forward = module, forward
         # dynamic=False: one batch size per rank, so one specialised kernel; the MD path compiles
         # forward and backward together (AOTAutograd)
-        self._cvs = torch.compile(self._cvs_eager, dynamic=False) if m.compile else self._cvs_eager
-        self._md = torch.compile(self._md_eager, dynamic=False) if m.compile else self._md_eager
-        self.n_params = n_params(self.module)
-        fan_outs = [layer.out_features for layer in self.module.layers]
-        half = m.box if m.box is not None else tuple(2.0 / math.sqrt(f) for f in fan_outs)
-        layout = param_layout(self.module)
-        self.group_names = [f"layer{k}" for k in range(len(fan_outs))]
-        self.group = torch.cat([torch.full((s.size,), s.group, dtype=torch.long) for s in layout]).to(device)
-        self.group_half_width = torch.tensor(half, dtype=self.dtype, device=device)
+        compile_ = cfg.model.compile
+        self._cvs = torch.compile(self._cvs_eager, dynamic=False) if compile_ else self._cvs_eager
+        self._md = torch.compile(self._md_eager, dynamic=False) if compile_ else self._md_eager
+        self.n_params = n_params(module)
+        device = next(module.parameters()).device
+        self.group_names = group_names
+        self.group = torch.cat([torch.full((s.size,), s.group, dtype=torch.long) for s in param_layout(module)]).to(device)
+        self.group_half_width = torch.tensor(half_widths, dtype=self.dtype, device=device)
         self.hi = self.group_half_width[self.group]
         self.lo = -self.hi
+
+    def _layers(self) -> list[nn.Module]:
+        """The layers holding parameters, in walker order."""
+        return list(self.module.layers)
 
     def _cvs_from_outputs(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """outputs (B, d_out, P) of all points -> x, y, hard test accuracy (or None): (B,) each."""
@@ -163,11 +175,11 @@ class NetworkTask(Task):
         return torch.log(self.train_point_losses(walkers).mean(dim=1))
 
     def initial_weights(self, count: int, seed: int) -> torch.Tensor:
-        """PyTorch's default initialisation of nn.Linear (uniform +-1/sqrt(fan_in)), per run."""
+        """PyTorch's default initialisation of Linear and Conv2d (uniform +-1/sqrt(fan_in)), per run."""
         gen = torch.Generator().manual_seed(seed)
         rows = []
-        for layer in self.module.layers:
-            bound = 1.0 / math.sqrt(layer.in_features)
+        for layer in self._layers():
+            bound = 1.0 / math.sqrt(layer.weight[0].numel())          # fan_in
             size = layer.weight.numel() + layer.bias.numel()
             rows.append((torch.rand(count, size, generator=gen, dtype=torch.float64) * 2 - 1) * bound)
         return torch.cat(rows, dim=1).to(device=self.lo.device, dtype=self.dtype)
@@ -275,19 +287,14 @@ class MnistTask(ClassificationTask):
         accuracy_name = "A_smooth" if self.smooth_k else "A_test"
         self.y_label = f"logit {accuracy_name}" if self.logit else accuracy_name
         self.inputs_t = torch.tensor(np.concatenate([x_train, x_test]), dtype=self.dtype, device=device)  # (P, 1, 28, 28)
-        self.module = SmallCNN(2, m.activation).to(device=device, dtype=self.dtype)
-        self.forward = CNNForward(self.module)
-        self._cvs = torch.compile(self._cvs_eager, dynamic=False) if m.compile else self._cvs_eager
-        self._md = torch.compile(self._md_eager, dynamic=False) if m.compile else self._md_eager
-        self.n_params = n_params(self.module)
-        layers = [*self.module.convs, self.module.linear]
-        fan_outs = [layer.out_channels * 9 if isinstance(layer, nn.Conv2d) else layer.out_features for layer in layers]
-        self.group_names = [f"conv{k}" for k in range(len(layers) - 1)] + ["linear"]
-        layout = param_layout(self.module)
-        self.group = torch.cat([torch.full((s.size,), s.group, dtype=torch.long) for s in layout]).to(device)
-        self.group_half_width = torch.tensor([2.0 / math.sqrt(f) for f in fan_outs], dtype=self.dtype, device=device)
-        self.hi = self.group_half_width[self.group]
-        self.lo = -self.hi
+        module = SmallCNN(2, m.activation).to(device=device, dtype=self.dtype)
+        convs = list(module.convs)
+        fan_outs = [conv.out_channels * 9 for conv in convs] + [module.linear.out_features]
+        self._attach(cfg, module, CNNForward(module), [f"conv{k}" for k in range(len(convs))] + ["linear"],
+                     [2.0 / math.sqrt(f) for f in fan_outs])
+
+    def _layers(self) -> list[nn.Module]:
+        return [*self.module.convs, self.module.linear]
 
     def _points(self, part: slice) -> torch.Tensor:
         return self.inputs_t[part]
@@ -297,16 +304,6 @@ class MnistTask(ClassificationTask):
             return accuracy_values
         q = self.EPS + (1 - 2 * self.EPS) * accuracy_values
         return torch.log(q) - torch.log1p(-q)
-
-    def initial_weights(self, count: int, seed: int) -> torch.Tensor:
-        """PyTorch's default initialisation of Conv2d and Linear (uniform +-1/sqrt(fan_in)), per run."""
-        gen = torch.Generator().manual_seed(seed)
-        rows = []
-        for layer in [*self.module.convs, self.module.linear]:
-            bound = 1.0 / math.sqrt(layer.weight[0].numel())
-            size = layer.weight.numel() + layer.bias.numel()
-            rows.append((torch.rand(count, size, generator=gen, dtype=torch.float64) * 2 - 1) * bound)
-        return torch.cat(rows, dim=1).to(device=self.lo.device, dtype=self.dtype)
 
     def plain_cvs(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         x, y, _ = self._cvs_from_outputs(module(self.inputs_t).t().unsqueeze(0))
