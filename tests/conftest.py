@@ -131,6 +131,8 @@ BASES: dict[str, dict[str, dict[str, Any]]] = {
 BASES["features"] = {**BASES["regression"], "task": {"kind": "features"}, "model": {"hidden": [4], "activation": "silu"}}
 # WLMD on the MNIST CNN (each test names the image files)
 BASES["mnist"] = {**BASES["spiral_md"], "task": {"kind": "mnist"}, "model": {"activation": "relu"}}
+# WLMD on the CIFAR-10 ResNet (each test names the binary files)
+BASES["cifar10"] = {**BASES["mnist"], "task": {"kind": "cifar10"}}
 
 
 def _toml_value(value: Any) -> str:
@@ -233,3 +235,22 @@ def assert_same_run(a: RunStore, b: RunStore, ranks: int, steps: int) -> None:
     assert step == b.latest_step() == steps
     for rank in range(ranks):
         assert_same_records(a.read_checkpoint(step, rank), b.read_checkpoint(step, rank))
+
+
+def assert_batched_equals_plain(task, count: int = 3) -> tuple:
+    """A network task's batched md_cvs on `count` walkers equals its plain nn.Module per walker,
+    values (to 1e-5) and gradients (to 1e-4); returns the batched x, y, hard accuracy."""
+    import torch
+    walkers = task.sample_uniform(count, torch.Generator().manual_seed(0)).requires_grad_(True)
+    x, y, hard = task.md_cvs(walkers)
+    (x.sum() + y.sum()).backward()
+    for k in range(count):
+        torch.nn.utils.vector_to_parameters(walkers[k].detach().clone(), task.module.parameters())
+        task.module.zero_grad()
+        x_plain, y_plain = task.plain_cvs(task.module)
+        assert x_plain.item() == pytest.approx(x[k].item(), rel=1e-5, abs=1e-6)
+        assert y_plain.item() == pytest.approx(y[k].item(), rel=1e-5, abs=1e-6)
+        (x_plain + y_plain).backward()
+        grad = torch.cat([p.grad.flatten() for p in task.module.parameters()])
+        torch.testing.assert_close(grad, walkers.grad[k], rtol=1e-4, atol=1e-6)
+    return x, y, hard

@@ -112,6 +112,36 @@ def test_deck_checks(tmp_path):
         parse(text, "f.toml", ('task.kind="spiral_regression"',))
 
 
+def test_rdkit_tpsa_source(tmp_path, monkeypatch):
+    """Fingerprints of RDKit's shipped NCI molecules: the same draw for the same seed, each target
+    the TPSA of its own molecule (RDKit recomputes the file's Daylight values), and the deck keys."""
+    from rdkit import Chem
+    from rdkit.Chem import Descriptors
+
+    from rewl.data import rdkit_tpsa
+    features, targets, smiles = rdkit_tpsa(50, 128, seed=3)
+    assert features.shape == (50, 128) and set(np.unique(features)) == {0.0, 1.0} and len(set(smiles)) == 50
+    again, _, smiles_again = rdkit_tpsa(50, 128, seed=3)
+    np.testing.assert_array_equal(again, features)
+    assert smiles_again == smiles and rdkit_tpsa(50, 128, seed=4)[2] != smiles
+    recomputed = np.array([Descriptors.TPSA(Chem.MolFromSmiles(s)) for s in smiles])
+    assert np.mean(np.abs(recomputed - targets) < 0.01) >= 0.98
+    text = _deck(tmp_path, "d.npz").read_text().replace('data = "d.npz"\n', 'source = "rdkit_tpsa"\nrows = 60\n')
+    path = tmp_path / "tpsa.toml"
+    path.write_text(text.replace(f"features = {D}", "features = 64"))
+    task = FeaturesTask(parse(path.read_text(), str(path)), torch.device("cpu"))
+    assert task.n_train == 48 and task.inputs_t.shape == (64, 60) and "60 NCI molecules shipped with RDKit" in task.describe()
+    with pytest.raises(DeckError, match=r"\[task\] rows: applies only to source = \"rdkit_tpsa\""):
+        parse(_deck(tmp_path, "d.npz").read_text(), "f.toml", ("task.rows=9",))
+    with pytest.raises(DeckError, match=r"\[task\] target: applies only to source = \"file\""):
+        parse(text, "f.toml", ('task.target="y"',))
+    with pytest.raises(DeckError, match=r"\[task\] source: must be one of 'file', 'rdkit_tpsa' for kind = 'features'"):
+        parse(text, "f.toml", ('task.source="mlxtend"',))
+    monkeypatch.setitem(sys.modules, "rdkit", None)         # as if the extra were not installed
+    with pytest.raises(DataError, match=r'RDKit: pip install -e "\.\[data\]"'):
+        rdkit_tpsa(5, 64, 0)
+
+
 @pytest.mark.mpi
 def test_check_before_the_data_then_run_and_baselines(tmp_path):
     deck = _deck(tmp_path, "data/emb.csv", target="price", data_seed=4)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import deck_text
+from conftest import assert_batched_equals_plain, deck_text
 from rewl.config import DeckError, parse
 from rewl.data import DataError, read_idx, select_images
 from rewl.tasks import MnistTask
@@ -67,18 +67,7 @@ def test_cnn_forward_and_gradients_equal_a_plain_module(tmp_path, transform):
     path.write_text(_deck(tmp_path, y_transform=transform))
     task = MnistTask(parse(path.read_text(), str(path)), torch.device("cpu"))
     assert task.n_params == 362 and task.group_names[-1] == "linear" and task.has_accuracy
-    walkers = task.sample_uniform(3, torch.Generator().manual_seed(0)).requires_grad_(True)
-    x, y, hard = task.md_cvs(walkers)
-    (x.sum() + y.sum()).backward()
-    for k in range(3):
-        torch.nn.utils.vector_to_parameters(walkers[k].detach().clone(), task.module.parameters())
-        task.module.zero_grad()
-        x_plain, y_plain = task.plain_cvs(task.module)
-        assert x_plain.item() == pytest.approx(x[k].item(), rel=1e-5, abs=1e-6)
-        assert y_plain.item() == pytest.approx(y[k].item(), rel=1e-5, abs=1e-6)
-        (x_plain + y_plain).backward()
-        grad = torch.cat([p.grad.flatten() for p in task.module.parameters()])
-        torch.testing.assert_close(grad, walkers.grad[k], rtol=1e-4, atol=1e-6)
+    x, y, hard = assert_batched_equals_plain(task)
     assert ((hard >= 0) & (hard <= 1)).all()
     if transform == "logit":
         assert task.y_label == "logit A_smooth" and (y.abs() < 9.3).all()
