@@ -185,6 +185,8 @@ class ScheduleConfig:
     flatness: float = key(0.8, _open_unit)
     check_interval: int = key(1000, _positive)     # steps between flatness checks
     min_visit_fraction: float = key(0.0, _in(0, 1, "[0, 1)", lo_open=False, hi_open=True))
+    # bins this far below the top ln g of their x row do not hold a stage back (README, Convergence)
+    decide_depth: float = key(100.0, _positive)
     # ramp: ln f rises linearly to ln_f_initial over ramp_steps, stays until plateau_end, then
     # decays as ln_f_initial * decay_time / (t - plateau_end + decay_time) (continuous at plateau_end)
     ramp_steps: int = key(0, _nonneg, only=_RAMP)

@@ -206,7 +206,8 @@ class ResNet10(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for k in range(1 + 2 * (len(RESNET_STRIDES) - 1)):
-            stride = RESNET_STRIDES[(k + 1) // 2] if k % 2 == 1 or k == 0 else 1
+            # convolution 0 is the stem; block b = 1..4 holds convolutions 2b - 1 (which strides) and 2b
+            stride = RESNET_STRIDES[(k + 1) // 2] if k == 0 or k % 2 == 1 else 1
             layers += [nn.Conv2d(in_channels if k == 0 else width, width, 3, stride=stride, padding=1),
                        nn.GroupNorm(1, width)]
         layers.append(nn.Linear(width, classes))

@@ -5,8 +5,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from .config import Config, parse
 from .storage import RunRecord, RunStore, StorageError
+from .wl import deep_bins
 
 
 def open_run(path: str | Path) -> RunStore:
@@ -30,16 +33,19 @@ def info(path: str) -> int:
     move_rate = rec.move_accepted.sum(axis=1) / np.maximum(1, rec.move_attempted.sum(axis=1))
     # wlmd has no acceptance: its column is the fraction of walker-steps inside the window
     rate_name = "  inside  " if rec.sampler == "wlmd" else "acceptance"
-    print(f"  window  x range              ln f       stage  flat (all)   rare  d ln g  visited  {rate_name}  "
+    print(f"  window  x range              ln f       stage  flat (all)   rare  d ln g  visited  deep  {rate_name}  "
           "init iters (s)")
+    depth = _deck(rec).schedule.decide_depth
     for k, w in enumerate(rec.windows):
+        deep = int(deep_bins(torch.as_tensor(w.ln_g), torch.as_tensor(w.visits), depth).sum())
         lo, hi = w.x_bins
         mark = " converged" if w.converged else (" 1/t" if w.one_over_t else "")
         print(f"  {k:<6d}  [{rec.x_edges[lo]:7.3f}, {rec.x_edges[hi]:7.3f})  {w.ln_f:9.3e}  {w.stage:5d}  "
               f"{w.flatness:4.2f} ({_num(w.flatness_all, 2)})  {_num(w.rare_fraction, 3)}  {_num(w.ln_g_change, 3):>6}  "
-              f"{int((w.visits > 0).sum()):7d}  {move_rate[k]:10.3f}  {w.init_iterations} ({w.init_seconds:.1f}){mark}")
+              f"{int((w.visits > 0).sum()):7d}  {deep:4d}  {move_rate[k]:10.3f}  {w.init_iterations} ({w.init_seconds:.1f}){mark}")
     print("  flat: the schedule's criterion (all: over every visited bin); rare: visited bins with visits below "
-          "10 % of the median;\n  d ln g: largest change of ln g since the previous checkpoint, after its constant")
+          "10 % of the median;\n  d ln g: largest change of ln g since the previous checkpoint, after its constant; "
+          f"deep: visited bins more than decide_depth = {depth:g} below the top of their x row (not in the flat test)")
     for k in range(rec.n_windows - 1):
         rate = rec.swap_accepted[k] / max(1.0, rec.swap_attempted[k])
         print(f"  swaps {k}<->{k + 1}: {int(rec.swap_accepted[k])}/{int(rec.swap_attempted[k])} accepted ({rate:.3f})")
@@ -55,9 +61,8 @@ def info(path: str) -> int:
 
 def _exact_check(rec: RunRecord) -> None:
     """box_quadratic has a closed-form entropy: print each window's max error over visited bins."""
-    from .config import parse
     from .testsystems import box_entropy, max_error_after_constant
-    t = parse(rec.deck_text, rec.deck_path, rec.overrides).task
+    t = _deck(rec).task
     exact = box_entropy(rec.x_edges, rec.y_edges, t.n, t.m, t.half_width)
     errors = []
     for w in rec.windows:
@@ -69,6 +74,11 @@ def _exact_check(rec: RunRecord) -> None:
         errors.append(max_error_after_constant(w.ln_g, exact[lo:hi], mask) if mask.any() else float("nan"))
     print(f"  exact check: max |S - S_exact| over visited bins, after each window's constant: "
           f"{' '.join(f'{e:.3f}' for e in errors)}")
+
+
+def _deck(rec: RunRecord) -> Config:
+    """The run's deck as it ran (its text and --set overrides, both stored in the run file)."""
+    return parse(rec.deck_text, rec.deck_path, rec.overrides)
 
 
 def _num(value: float, digits: int) -> str:

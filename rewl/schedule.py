@@ -27,9 +27,10 @@ class Schedule:
 
     def check(self, est: Estimate, step: int) -> None:
         """A flatness check at `step`: the flatness of the stage histogram over every visited bin
-        (``wl.flatness``) and the diagnostics, then the ln f update; identical on every rank of a
-        window (it sees the merged estimate)."""
-        est.flatness = flatness(est.hist, est.visits, self.cfg.min_visit_fraction)
+        except those `decide_depth` below the top of their x row (``wl.flatness``) and the
+        diagnostics, then the ln f update; identical on every rank of a window (it sees the merged
+        estimate)."""
+        est.flatness = flatness(est.hist, est.visits, self.cfg.min_visit_fraction, est.ln_g, self.cfg.decide_depth)
         est.flatness_all, est.rare_fraction = visit_diagnostics(est.hist, est.visits)
         if est.converged:
             return

@@ -360,7 +360,7 @@ class Cifar10Task(ImageTask):
         path = resolve(cfg.path, cfg.task.data)
         images, labels = read_cifar_binary(path)
         self.source = str(path)
-        module = ResNet10(RESNET_WIDTH, cfg.model.activation)
+        module = ResNet10(activation=cfg.model.activation)
         names, fan_outs = [], []
         for k, layer in enumerate(module.layers):
             kind = {nn.Conv2d: "conv", nn.GroupNorm: "norm", nn.Linear: "linear"}[type(layer)]
@@ -372,16 +372,13 @@ class Cifar10Task(ImageTask):
         return list(self.module.layers)
 
 
-# the CIFAR-10 ResNet's channels (README, Tasks: 43,018 parameters)
-RESNET_WIDTH = 24
-
-
 def network_summary(kind: str, module: nn.Module) -> str:
     """One line naming an image task's network and its parameter count."""
     if kind == "mnist":
         return f"CNN 5 x conv 3x3 (2 channels) + linear 18 -> 10 ({n_params(module)} parameters)"
-    return (f"ResNet 10 layers: conv 3x3 + 4 residual blocks x 2 conv 3x3 ({RESNET_WIDTH} channels, LayerNorm) + linear "
-            f"{RESNET_WIDTH} -> 10 ({n_params(module)} parameters)")
+    width = module.layers[0].out_channels
+    return (f"ResNet 10 layers: conv 3x3 + 4 residual blocks x 2 conv 3x3 ({width} channels, LayerNorm) + linear "
+            f"{width} -> 10 ({n_params(module)} parameters)")
 
 
 def spiral_regression_data(points: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -500,7 +497,7 @@ def describe_unbuilt(cfg: Config, problem: str) -> str:
     if cfg.task.kind == "mnist":
         net = network_summary("mnist", SmallCNN(2, m.activation))
     elif cfg.task.kind == "cifar10":
-        net = network_summary("cifar10", ResNet10(RESNET_WIDTH, m.activation))
+        net = network_summary("cifar10", ResNet10(activation=m.activation))
     else:
         widths = " -> ".join(map(str, [cfg.task.features, *m.hidden, 1]))
         net = f"FNN {widths} ({n_params(FNN(cfg.task.features, m.hidden, 1, m.activation))} parameters)"

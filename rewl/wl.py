@@ -176,9 +176,20 @@ def established_bins(visits: torch.Tensor, min_fraction: float) -> torch.Tensor:
     return visited & (visits >= min_fraction * visits[visited].mean())
 
 
-def flatness(hist: torch.Tensor, visits: torch.Tensor, min_fraction: float) -> float:
-    """min H / mean H over the visited bins (``established_bins``: all of them by default); 0
-    until every x row of the window was visited.
+def deep_bins(ln_g: torch.Tensor, visits: torch.Tensor, depth: float) -> torch.Tensor:
+    """Visited bins whose ln g lies more than `depth` below the highest ln g of the visited bins of
+    their own x row: (n_x, n_y) bool. At that x such a bin holds less than e^-depth of the weight
+    of the row's largest bin."""
+    visited = visits > 0
+    row_top = torch.where(visited, ln_g, -math.inf).amax(dim=1, keepdim=True)
+    return visited & (ln_g < row_top - depth)
+
+
+def flatness(hist: torch.Tensor, visits: torch.Tensor, min_fraction: float, ln_g: torch.Tensor | None = None,
+             depth: float = math.inf) -> float:
+    """min H / mean H over the visited bins (``established_bins``: all of them by default) that are
+    not more than `depth` below the top of their x row (``deep_bins``; needs `ln_g`); 0 until every
+    x row of the window was visited.
 
     The x range of a window is known in advance, its y range is not: like the "all bins visited"
     rule of Belardinelli and Pereyra, ln f may not fall before walkers have reached both ends of
@@ -186,6 +197,8 @@ def flatness(hist: torch.Tensor, visits: torch.Tensor, min_fraction: float) -> f
     if not bool((visits.sum(dim=1) > 0).all()):
         return 0.0
     counted = established_bins(visits, min_fraction)
+    if ln_g is not None and math.isfinite(depth):
+        counted = counted & ~deep_bins(ln_g, visits, depth)
     if not bool(counted.any()):
         return 0.0
     mean = float(hist[counted].mean())

@@ -22,6 +22,7 @@ from rewl.testsystems import box_entropy
 from rewl.walkers import Walkers, drive_into_window
 from rewl.wl import (
     Estimate,
+    deep_bins,
     deposit,
     deposit_kernel,
     entropy_slopes,
@@ -81,6 +82,25 @@ def test_deposit_counts_repeated_bins_and_flatness():
     deposit(est, torch.tensor([1]), torch.tensor([0]))
     assert flatness(est.hist, est.visits, 0.0) == pytest.approx(1 / (4 / 3))
     assert flatness(est.hist, est.visits, 0.9) == 1.0           # only the bin of 2 visits is established
+
+
+def test_only_bins_far_below_their_row_top_are_left_out_of_the_flat_test():
+    """decide_depth: a starved bin 150 below the top of its x row does not hold the stage back; one
+    50 below does, and so does a starved bin whose ln g is too high (above its row)."""
+    hist = torch.tensor([[10.0, 10.0, 0.0], [10.0, 10.0, 10.0]], dtype=torch.float64)
+    visits = torch.tensor([[1000.0, 1000, 3], [1000, 1000, 1000]], dtype=torch.float64)
+    ln_g = torch.tensor([[400.0, 380.0, 250.0], [300.0, 310.0, 320.0]], dtype=torch.float64)
+    assert deep_bins(ln_g, visits, 100.0).tolist() == [[False, False, True], [False, False, False]]
+    assert flatness(hist, visits, 0.0, ln_g, 100.0) == 1.0
+    assert flatness(hist, visits, 0.0, ln_g, 200.0) == 0.0
+    assert flatness(hist, visits, 0.0) == 0.0                   # no ln g given: every visited bin decides
+    ln_g[0, 2] = 350.0                                           # 50 below its row's top: it decides
+    assert flatness(hist, visits, 0.0, ln_g, 100.0) == 0.0
+    ln_g[0, 2] = 450.0                                           # too high (rarely visited because of it)
+    assert flatness(hist, visits, 0.0, ln_g, 100.0) == 0.0
+    visits[0, 2] = 0.0                                           # never visited: not in any row's top
+    ln_g[0, 2] = 1e4
+    assert not deep_bins(ln_g, visits, 100.0).any() and flatness(hist, visits, 0.0, ln_g, 100.0) == 1.0
 
 
 def test_every_visited_bin_holds_the_schedule_back_and_diagnostics():
