@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import Config, parse
+from .config import Config, DeckError, ScheduleConfig, parse
 from .storage import RunRecord, RunStore, StorageError
 from .wl import deep_bins
 
@@ -35,7 +35,10 @@ def info(path: str) -> int:
     rate_name = "  inside  " if rec.sampler == "wlmd" else "acceptance"
     print(f"  window  x range              ln f       stage  flat (all)   rare  d ln g  visited  deep  {rate_name}  "
           "init iters (s)")
-    depth = _deck(rec).schedule.decide_depth
+    try:
+        depth = _deck(rec).schedule.decide_depth
+    except DeckError:        # a run made by a version whose decks this one no longer reads
+        depth = ScheduleConfig().decide_depth
     for k, w in enumerate(rec.windows):
         deep = int(deep_bins(torch.as_tensor(w.ln_g), torch.as_tensor(w.visits), depth).sum())
         lo, hi = w.x_bins
