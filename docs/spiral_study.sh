@@ -1,23 +1,22 @@
 #!/usr/bin/env bash
-# Reproduces docs/results.md: the spiral study (116-parameter net) with three independent sampler
-# seeds, 100 SGD baselines, the landscape figure and the report. About 45 minutes on 2 cores.
+# Reproduces docs/results.md: the spiral study (116-parameter net) with five independent sampler
+# seeds, 100 SGD baselines, the landscape figure and the report. About 36 minutes on 2 cores.
 #   bash docs/spiral_study.sh            (from the repository root, after `make demo` or `make test`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 mkdir -p runs/decks
-for seed in 1 2 3; do
+for seed in 1 2 3 4 5; do
     # the same deck with another [run] seed and output directory
     sed "s/^seed = 1$/seed = ${seed}/; s#^dir = \"runs/spiral_study\"#dir = \"runs/spiral_study_s${seed}\"#" \
         inputs/spiral_study.toml > runs/decks/spiral_study_s${seed}.toml
     .venv/bin/mpiexec -n 4 $PY -m rewl run runs/decks/spiral_study_s${seed}.toml --force
 done
 $PY -m rewl sgd inputs/spiral_study.toml --out runs/spiral_study_sgd --force
-RUNS="runs/spiral_study_s1 runs/spiral_study_s2 runs/spiral_study_s3"
-# The windows' ln g agree in their overlaps only to a residual RMS of about 1-3 after the constant
-# (docs/results.md), above the default 0.5; each window's own <A>(x) agrees within 0.016, so the
-# equilibrium curves are sound and the joins are accepted explicitly here.
-JOIN="--max-residual 5"
+RUNS="runs/spiral_study_s1 runs/spiral_study_s2 runs/spiral_study_s3 runs/spiral_study_s4 runs/spiral_study_s5"
+# at this budget 6 of the 15 joins have a residual RMS between 0.56 and 1.06, above the default 0.5
+# (docs/results.md, "How far to trust it"); they are accepted explicitly up to 1.1
+JOIN="--max-residual ${REWL_MAX_RESIDUAL:-1.1}"
 $PY -m analysis landscape $RUNS --sgd runs/spiral_study_sgd/baseline.h5 --label "spiral, 116 parameters" \
     -o docs/figures/spiral_study $JOIN
 $PY -m analysis diagnostics runs/spiral_study_s1 -o docs/figures/spiral_study_diagnostics_s1
