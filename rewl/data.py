@@ -264,4 +264,6 @@ def rdkit_tpsa(rows: int, bits: int, seed: int) -> tuple[np.ndarray, np.ndarray,
             drawn.append(smiles[k])
             if len(targets) == rows:
                 break
+    if len(targets) < rows:
+        raise DataError(f"[task] rows = {rows}: only {len(targets)} of RDKit's {len(smiles)} NCI molecules parse")
     return np.stack(features), np.array(targets), drawn

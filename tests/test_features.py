@@ -137,6 +137,8 @@ def test_rdkit_tpsa_source(tmp_path, monkeypatch):
         parse(text, "f.toml", ('task.target="y"',))
     with pytest.raises(DeckError, match=r"\[task\] source: must be one of 'file', 'rdkit_tpsa' for kind = 'features'"):
         parse(text, "f.toml", ('task.source="mlxtend"',))
+    with pytest.raises(DataError, match=r"\[task\] rows = 4999: only \d+ of RDKit's \d+ NCI molecules parse"):
+        rdkit_tpsa(4999, 64, 0)            # 8 of them do not parse
     monkeypatch.setitem(sys.modules, "rdkit", None)         # as if the extra were not installed
     with pytest.raises(DataError, match=r'RDKit: pip install -e "\.\[data\]"'):
         rdkit_tpsa(5, 64, 0)
