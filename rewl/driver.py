@@ -110,7 +110,7 @@ class Engine:
                 if step >= max_steps: stop, budget-exhausted
                 advance sync_interval steps of every walker         (sampler, estimate)
                 merge the window's ln g increments                  (ranks of one window)
-                sampler at_sync                                     (WLMC adapts move sizes)
+                sampler at_sync                                     (WLMC adapts move sizes, WLMD its edges)
                 on check steps: flatness check, ln f schedule
                 share every rank's status                           (allgather)
                 on check steps: rank 0 records ln f and flatness
@@ -142,7 +142,7 @@ class Engine:
                 break
             self.advance(cfg.sampler.sync_interval)
             self.merge_window()
-            self.sampler.at_sync(self.step)
+            self.sampler.at_sync(self.step, self.est)
             if check(self.step):
                 self.check_flatness()
             self.share_status()

@@ -111,35 +111,108 @@ def reflect(index: torch.Tensor, n: int) -> torch.Tensor:
     return torch.where(m >= n, 2 * n - 1 - m, m)
 
 
-def deposit_kernel(est: Estimate, ix: torch.Tensor, iy: torch.Tensor, inside: torch.Tensor, kernel: torch.Tensor,
-                   accuracy: torch.Tensor | None = None) -> None:
-    """Wang-Landau molecular dynamics update: ln g += (ln f / M) K(bin - walker bin) around each
-    walker inside the window, K = kernel (2R + 1,) in x times kernel in y; the histograms count
-    single bins. Walkers (B,) outside the window (in the soft walls) deposit nothing.
-
-    The kernel is mirrored at the window's x edges and the grid's y edges: a flat histogram then
-    raises every bin equally (the folded kernel is symmetric with unit row sums), where a cut kernel
-    would under-fill the edge bins and bias ln g there.
-    Outside walkers are weighted by 0 rather than filtered out: no data-dependent shapes, so no
-    device synchronisation per step."""
-    n_x, n_y = est.ln_g.shape
-    radius = (kernel.numel() - 1) // 2
+def _kernel_targets(ix: torch.Tensor, iy: torch.Tensor, shape: tuple[int, int], radius: int) -> torch.Tensor:
+    """Flat indices of the bins a kernel of radius R centred on bins (ix, iy) (B,) covers, mirrored
+    into the window at its edges: (B, (2R + 1)^2), x offset major."""
+    n_x, n_y = shape
     offsets = torch.arange(-radius, radius + 1, device=ix.device)
     kx = reflect(ix[:, None] + offsets, n_x)                    # (B, 2R + 1)
     ky = reflect(iy[:, None] + offsets, n_y)
-    flat = (kx[:, :, None] * n_y + ky[:, None, :]).reshape(-1)  # (B (2R + 1)^2,)
+    return (kx[:, :, None] * n_y + ky[:, None, :]).reshape(len(ix), -1)
+
+
+@dataclass(frozen=True)
+class KernelTable:
+    """The WLMD deposit of a walker in each bin of a window (N = n_x n_y bins, flat index
+    ix n_y + iy): the bins it reaches, `targets` (N, (2R + 1)^2), and their weights (N, (2R + 1)^2),
+    per unit of ln f / M. Built once (``kernel_table``), read by ``deposit_kernel`` every step."""
+
+    targets: torch.Tensor
+    weights: torch.Tensor
+
+
+def kernel_table(shape: tuple[int, int], kernel: torch.Tensor, edge_scale: torch.Tensor | None = None) -> KernelTable:
+    """The Gaussian kernel (2R + 1,) in x times itself in y, mirrored at the window's x edges and
+    the grid's y edges: a flat histogram then raises every bin equally (the folded kernel is
+    symmetric with unit row sums), where a cut kernel would under-fill the edge bins and bias ln g.
+
+    With `edge_scale` (``reachable_scale``: d > 0 on the reachable region R, 0 elsewhere) the same
+    holds at the edges of R inside the grid (on a 2-D grid the reachable y range at each x is a
+    band, and no mirror fits its edges): the weight from bin a to bin b of R is d_a K_ab d_b,
+    symmetric with unit row sums over R. Bins outside R still get K_ab d_a (d = 1 for a walker
+    outside R), so a bin first entered later starts level with its neighbours (at ln g = 0 it
+    would trap walkers until it caught up)."""
+    n_x, n_y = shape
+    radius = (kernel.numel() - 1) // 2
+    bins = torch.arange(n_x * n_y, device=kernel.device)
+    targets = _kernel_targets(bins // n_y, bins % n_y, shape, radius)
+    weights = (kernel[:, None] * kernel[None, :]).reshape(1, -1).expand(len(bins), -1)
+    if edge_scale is not None:
+        factor = torch.where(edge_scale > 0, edge_scale, 1.0).reshape(-1)
+        weights = weights * factor[:, None] * factor[targets]
+    return KernelTable(targets, weights.contiguous())
+
+
+def deposit_kernel(est: Estimate, ix: torch.Tensor, iy: torch.Tensor, inside: torch.Tensor, table: KernelTable,
+                   accuracy: torch.Tensor | None = None) -> None:
+    """Wang-Landau molecular dynamics update: ln g += (ln f / M) x the kernel `table`'s deposit
+    (``kernel_table``) of each walker inside the window; the histograms count single bins.
+    Walkers (B,) outside the window (in the soft walls) deposit nothing: they are weighted by 0
+    rather than filtered out (no data-dependent shapes, so no device synchronisation per step)."""
+    own = ix * est.ln_g.shape[1] + iy
     counts = inside.to(torch.float64)                           # (B,) 1 inside, 0 in the walls
-    weight = (kernel[:, None] * kernel[None, :]).mul(est.ln_f / est.walkers)
-    est.ln_g.view(-1).index_add_(0, flat, (counts[:, None, None] * weight).reshape(-1))
-    _count_visits(est, ix * n_y + iy, counts, accuracy)
+    share = counts[:, None] * table.weights[own].mul(est.ln_f / est.walkers)   # (B, (2R + 1)^2)
+    est.ln_g.view(-1).index_add_(0, table.targets[own].reshape(-1), share.reshape(-1))
+    _count_visits(est, own, counts, accuracy)
+
+
+def reachable_scale(visits: torch.Tensor, kernel: torch.Tensor, start: torch.Tensor | None = None,
+                    tolerance: float = 1e-10, max_iterations: int = 100_000) -> torch.Tensor:
+    """Symmetric Sinkhorn scaling of the mirrored kernel (``kernel_table``) to the reachable
+    region R, the bins visited so far (the region a task's CVs can reach is not known in advance):
+    d (n_x, n_y) with d_a sum_{b in R} K_ab d_b = 1 for every bin a of R, and 0 outside R.
+
+    d is 1 wherever the kernel does not reach past R, and grows towards R's edges; it varies
+    smoothly there, so the deposits stay smooth (putting the missing share on the walker's own bin
+    would also give unit row sums, but its sharp deposits feed an alternating mode of ln g along
+    the edge that the central-difference forces cannot see, and nothing then removes it).
+    The iteration d <- sqrt(d / K d) converges for any kernel with a positive diagonal; `start`
+    (the previous scaling) makes a region grown by a few bins cost a few iterations."""
+    n_x, n_y = visits.shape
+    region = (visits > 0).view(-1)
+    d = torch.zeros(n_x * n_y, dtype=torch.float64, device=visits.device)
+    members = region.nonzero().squeeze(1)                       # (N_R,)
+    if members.numel() == 0:
+        return d.view(n_x, n_y)
+    radius = (kernel.numel() - 1) // 2
+    targets = _kernel_targets(members // n_y, members % n_y, (n_x, n_y), radius)   # (N_R, (2R + 1)^2)
+    weight = (kernel[:, None] * kernel[None, :]).reshape(-1) * region[targets]     # K restricted to R
+    d_r = torch.ones(len(members), dtype=torch.float64, device=visits.device)
+    if start is not None:
+        previous = start.view(-1)[members]
+        d_r = torch.where(previous > 0, previous, d_r)
+    for _ in range(max_iterations):
+        d[members] = d_r
+        row = d_r * (weight * d[targets]).sum(dim=1)            # row sums of d K d over R
+        if float((row - 1).abs().max()) < tolerance:
+            break
+        d_r = d_r / row.sqrt()
+    else:
+        raise RuntimeError(f"reachable_scale: no convergence in {max_iterations} iterations")
+    return d.view(n_x, n_y)
 
 
 def entropy_slopes(ln_g: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, x_width: float,
-                   y_width: float) -> tuple[torch.Tensor, torch.Tensor]:
+                   y_width: float, region: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """dS/dx and dS/dy of the estimate at fractional bin coordinates fx, fy (B,) (bin k spans
     [k, k + 1), its centre is k + 1/2): central differences of ln_g (n_x, n_y) at bin centres
     (one-sided at the edges), interpolated bilinearly between centres; positions beyond the
-    outermost centres take the edge value. Returns two (B,) float64 tensors."""
+    outermost centres take the edge value. Returns two (B,) float64 tensors.
+
+    With `region` (n_x, n_y) bool (``reachable_scale`` > 0), bins outside it count as beyond an
+    edge: differences are one-sided where a neighbour is outside, and each slope is interpolated
+    from the centres inside that have a neighbour inside along its axis (renormalised; none such
+    gives slope 0, the soft walls still act)."""
     n_x, n_y = ln_g.shape
     cx = (fx.double() - 0.5).clamp(0, n_x - 1)
     cy = (fy.double() - 0.5).clamp(0, n_y - 1)
@@ -151,15 +224,28 @@ def entropy_slopes(ln_g: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, x_wid
     j = torch.stack([j0, j0, j0 + 1, j0 + 1], dim=1).clamp_(max=n_y - 1)
     weight = torch.stack([(1 - tx) * (1 - ty), tx * (1 - ty), (1 - tx) * ty, tx * ty], dim=1)
     flat = ln_g.reshape(-1)
+    up_i, down_i = (i + 1).clamp(max=n_x - 1), (i - 1).clamp(min=0)
+    up_j, down_j = (j + 1).clamp(max=n_y - 1), (j - 1).clamp(min=0)
+    weight_x = weight_y = weight
+    if region is not None:
+        inside = region.reshape(-1)
+        up_i = torch.where(inside[up_i * n_y + j], up_i, i)
+        down_i = torch.where(inside[down_i * n_y + j], down_i, i)
+        up_j = torch.where(inside[i * n_y + up_j], up_j, j)
+        down_j = torch.where(inside[i * n_y + down_j], down_j, j)
+        centre = inside[i * n_y + j]
+
+        def renormalised(usable: torch.Tensor) -> torch.Tensor:
+            w = weight * usable
+            return w / w.sum(dim=1, keepdim=True).clamp(min=1e-300)
+        weight_x, weight_y = renormalised(centre & (up_i > down_i)), renormalised(centre & (up_j > down_j))
 
     def central(up: torch.Tensor, down: torch.Tensor, at_up, at_down, width: float) -> torch.Tensor:
         return (flat[at_up] - flat[at_down]) / ((up - down).clamp(min=1) * width)
 
-    up_i, down_i = (i + 1).clamp(max=n_x - 1), (i - 1).clamp(min=0)
-    up_j, down_j = (j + 1).clamp(max=n_y - 1), (j - 1).clamp(min=0)
     d_dx = central(up_i, down_i, up_i * n_y + j, down_i * n_y + j, x_width)
     d_dy = central(up_j, down_j, i * n_y + up_j, i * n_y + down_j, y_width)
-    return (weight * d_dx).sum(dim=1), (weight * d_dy).sum(dim=1)
+    return (weight_x * d_dx).sum(dim=1), (weight_y * d_dy).sum(dim=1)
 
 
 def wall_slope(values: torch.Tensor, lo: float, hi: float, strength: float) -> torch.Tensor:

@@ -29,7 +29,9 @@ from rewl.wl import (
     established_bins,
     flatness,
     gaussian_kernel,
+    kernel_table,
     ln_g_change,
+    reachable_scale,
     reflect,
     visit_diagnostics,
     wall_slope,
@@ -357,7 +359,7 @@ def test_kernel_deposit_of_a_flat_histogram_raises_every_bin_equally():
     est = Estimate.zeros((5, 7), 0.7, torch.device("cpu"), walkers=35)
     ix, iy = torch.meshgrid(torch.arange(5), torch.arange(7), indexing="ij")
     inside = torch.ones(35, dtype=torch.bool)
-    deposit_kernel(est, ix.reshape(-1), iy.reshape(-1), inside, gaussian_kernel(1.5))
+    deposit_kernel(est, ix.reshape(-1), iy.reshape(-1), inside, kernel_table((5, 7), gaussian_kernel(1.5)))
     np.testing.assert_allclose(est.ln_g.numpy(), 0.7 / 35, rtol=1e-12)
     assert est.hist.sum() == 35 and est.hist.max() == 1
 
@@ -365,7 +367,7 @@ def test_kernel_deposit_of_a_flat_histogram_raises_every_bin_equally():
 def test_kernel_deposit_skips_outside_walkers_and_records_accuracy():
     est = Estimate.zeros((4, 4), 1.0, torch.device("cpu"), walkers=2, with_accuracy=True)
     deposit_kernel(est, torch.tensor([1, 3]), torch.tensor([2, 0]), torch.tensor([True, False]),
-                   gaussian_kernel(0.5), accuracy=torch.tensor([0.75, 0.25]))
+                   kernel_table((4, 4), gaussian_kernel(0.5)), accuracy=torch.tensor([0.75, 0.25]))
     assert float(est.ln_g.sum()) == pytest.approx(0.5)        # one walker, ln f / M = 0.5
     assert est.hist.tolist()[1][2] == 1 and est.hist.sum() == 1
     assert est.accuracy_sum[1, 2] == 0.75 and est.accuracy_sum.sum() == 0.75
@@ -379,6 +381,59 @@ def test_entropy_slopes_of_a_linear_estimate_are_exact_everywhere():
     sx, sy = entropy_slopes(ln_g, fx, fy, 0.1, 0.25)
     np.testing.assert_allclose(sx.numpy(), 2.0, rtol=1e-6)
     np.testing.assert_allclose(sy.numpy(), -3.0, rtol=1e-6)
+
+
+def _band(n_x: int = 12, n_y: int = 30) -> torch.Tensor:
+    """A reachable region like a network's: at each x a band of y bins, its edges of two slopes."""
+    x, y = torch.meshgrid(torch.arange(n_x), torch.arange(n_y), indexing="ij")
+    return (y >= 3 + x // 2) & (y < 18 + x)
+
+
+@pytest.mark.parametrize("width", [1.0, 2.0])
+def test_scaled_kernel_raises_a_band_region_evenly_and_is_symmetric(width):
+    band = _band()
+    shape, kernel = tuple(band.shape), gaussian_kernel(width)
+    scale = reachable_scale(band.double(), kernel)
+    assert torch.equal(scale > 0, band)
+    ix, iy = band.nonzero(as_tuple=True)              # one walker in every bin of the band
+    raised = {}
+    for name, table in (("scaled", kernel_table(shape, kernel, scale)), ("mirrored", kernel_table(shape, kernel))):
+        est = Estimate.zeros(shape, 1.0, torch.device("cpu"))
+        deposit_kernel(est, ix, iy, torch.ones(len(ix), dtype=torch.bool), table)
+        raised[name] = est.ln_g[band]
+    # a flat histogram over the band raises each of its bins by ln f; the window-edge mirror alone
+    # leaves the band's edge bins behind (their kernel reaches bins no walker enters)
+    np.testing.assert_allclose(raised["scaled"].numpy(), 1.0, atol=1e-8)
+    assert float(raised["mirrored"].min()) < 0.8
+    # the deposit of a walker in bin a onto bin b equals that of one in b onto a, over the band
+    table, n = kernel_table(shape, kernel, scale), band.numel()
+    dense = torch.zeros(n, n, dtype=torch.float64)
+    rows = torch.arange(n)[:, None].expand_as(table.targets)
+    dense.index_put_((rows.reshape(-1), table.targets.reshape(-1)), table.weights.reshape(-1), accumulate=True)
+    inner = dense[band.reshape(-1)][:, band.reshape(-1)]
+    np.testing.assert_allclose(inner.numpy(), inner.T.numpy(), atol=1e-12)
+    # where every bin is reachable the mirror is already right: the scaling is 1
+    np.testing.assert_allclose(reachable_scale(torch.ones(shape, dtype=torch.float64), kernel).numpy(), 1.0, atol=1e-9)
+
+
+def test_entropy_slopes_take_no_difference_across_the_region_edge():
+    band = _band()
+    ix, iy = torch.meshgrid(torch.arange(12.0, dtype=torch.float64), torch.arange(30.0, dtype=torch.float64), indexing="ij")
+    exact = 2.0 * ix * 0.1 - 3.0 * iy * 0.25
+    ln_g = torch.where(band, exact, 40.0)             # what deposits leave beyond the edge: no slope there
+    bins = band.nonzero()
+    gen = torch.Generator().manual_seed(0)
+    fx = bins[:, 0] + torch.rand(len(bins), generator=gen, dtype=torch.float64)
+    fy = bins[:, 1] + torch.rand(len(bins), generator=gen, dtype=torch.float64)
+    sx, sy = entropy_slopes(ln_g, fx, fy, 0.1, 0.25, band)
+    # the band's corner bin (11, 28) has no neighbour in the band along x, nor has any centre near
+    # the walker there: no x slope is known, 0 (the walker diffuses along x until it leaves)
+    blind = (bins[:, 0] == 11) & (bins[:, 1] == 28)
+    assert float(sx[blind]) == 0.0
+    np.testing.assert_allclose(sx[~blind].numpy(), 2.0, rtol=1e-6)
+    np.testing.assert_allclose(sy.numpy(), -3.0, rtol=1e-6)
+    sx, sy = entropy_slopes(ln_g, fx, fy, 0.1, 0.25)                 # across the edge: wrong
+    assert float((sy + 3.0).abs().max()) > 10
 
 
 def test_wall_slope_and_ramp_schedule():
@@ -446,7 +501,7 @@ def test_md_with_the_exact_entropy_gives_a_flat_histogram(integrator, expected):
     counters = MDCounters.zeros(torch.device("cpu"))
     hist = torch.zeros_like(est.ln_g)
     for step in range(8000):
-        wlmd_step(task, window, walkers, est, md, counters, gen, update=False)
+        wlmd_step(task, window, walkers, est, md, counters, gen, kernel_table(window.shape, md.kernel), update=False)
         if step >= 2000:
             hist.view(-1).index_add_(0, walkers.ix * grid.y.bins + walkers.iy,
                                      window.bin(walkers.x, walkers.y)[2].double())

@@ -48,7 +48,7 @@ class Sampler(ABC):
         """After the steps between two synchronisations: make the walkers' CVs and bins current
         (the exchange and the checkpoints read them)."""
 
-    def at_sync(self, step: int) -> None:
+    def at_sync(self, step: int, est: Estimate) -> None:
         """At every synchronisation point, after the window's estimates were merged."""
 
     @abstractmethod

@@ -120,7 +120,7 @@ class WLMC(Sampler):
         with torch.no_grad():
             wlmc_step(self.task, self.window, walkers, est, self.moves, gen)
 
-    def at_sync(self, step: int) -> None:
+    def at_sync(self, step: int, est: Estimate) -> None:
         if step % self.cfg.adapt_interval == 0:
             self.moves.adapt(self.task, self.cfg.target_acceptance)
 

@@ -12,7 +12,7 @@ from ..config import SamplerConfig
 from ..grid import Window
 from ..tasks import Task
 from ..walkers import Walkers
-from ..wl import Estimate, deposit_kernel, entropy_slopes, gaussian_kernel, wall_slope
+from ..wl import Estimate, KernelTable, deposit_kernel, entropy_slopes, gaussian_kernel, kernel_table, reachable_scale, wall_slope
 from .base import Sampler
 
 
@@ -57,7 +57,7 @@ def thermal_velocities(like: torch.Tensor, gen: torch.Generator) -> torch.Tensor
 
 
 def wlmd_step(task: Task, window: Window, walkers: Walkers, est: Estimate, md: Langevin, counters: MDCounters,
-              gen: torch.Generator, update: bool = True) -> None:
+              gen: torch.Generator, deposits: KernelTable, region: torch.Tensor | None = None, update: bool = True) -> None:
     """One batched Wang-Landau molecular-dynamics step of all walkers (B, n_params).
 
     Potential U(w) = ln g(x(w), y(w)) (kT = 1), so the weights sample g / g_est in (x, y) and a
@@ -74,6 +74,8 @@ def wlmd_step(task: Task, window: Window, walkers: Walkers, est: Estimate, md: L
     temperature is 1 + gamma / (2 (1 - gamma)) where the force is weak, so Wang-Landau converges
     to S_true * T (5 % too steep at gamma = 0.1; negligible at the study's gamma <= 1e-2). BAOAB
     samples at T = 1 for any gamma. Positions are reflected at the weight box (velocity reversed).
+    `deposits` is the kernel (``kernel_table``); with `region` (n_x, n_y) bool, the bins reached so
+    far, the slopes take no difference across its edges (``entropy_slopes``).
     walkers.x/y/ix/iy are left at the CVs of the weights before the move (``Walkers.refresh``
     brings them up to date).
     """
@@ -85,9 +87,9 @@ def wlmd_step(task: Task, window: Window, walkers: Walkers, est: Estimate, md: L
         xd, yd = x.detach().double(), y.detach().double()
         ix, iy, inside = window.bin(xd, yd)
         if update and not est.converged:
-            deposit_kernel(est, ix, iy, inside, md.kernel, hard)
+            deposit_kernel(est, ix, iy, inside, deposits, hard)
         fx, fy = window.fractional(xd, yd)
-        du_dx, du_dy = entropy_slopes(est.ln_g, fx, fy, grid.x.width, grid.y.width)
+        du_dx, du_dy = entropy_slopes(est.ln_g, fx, fy, grid.x.width, grid.y.width, region)
         du_dx = du_dx + wall_slope(xd, *md.x_range, md.wall_strength)
         du_dy = du_dy + wall_slope(yd, *md.y_range, md.wall_strength)
         potential = (du_dx.to(x.dtype) * x).sum() + (du_dy.to(y.dtype) * y).sum()
@@ -121,7 +123,10 @@ def reflect_at_box(params: torch.Tensor, velocities: torch.Tensor, lo: torch.Ten
 
 class WLMD(Sampler):
     """Wang-Landau molecular dynamics (``wlmd_step``). Its counters are walker-steps and those
-    inside the window (the rest were in the soft walls)."""
+    inside the window (the rest were in the soft walls). It keeps the kernel's scaling to the
+    region visited so far (``reachable_scale``), renewed at synchronisations when the region grew
+    (every rank of a window has the same merged visits then). Runs begun before the scaling
+    existed have none in their checkpoints and continue as they began, with the window's edges only."""
 
     kind = "wlmd"
     rate_label = "in"
@@ -131,6 +136,14 @@ class WLMD(Sampler):
         super().__init__(cfg, task, window, device)
         self.langevin = Langevin.from_config(cfg, window, device)
         self.counters = MDCounters.zeros(device)
+        self.set_edges(torch.zeros(window.shape, dtype=torch.float64, device=device))
+
+    def set_edges(self, scale: torch.Tensor | None) -> None:
+        """The kernel's scaling to the reached region (``reachable_scale``; None: the window's and
+        the grid's edges only), and the deposit table and region mask that follow from it."""
+        self.edge_scale = scale
+        self.deposits = kernel_table(self.window.shape, self.langevin.kernel, scale)
+        self.region = None if scale is None else scale > 0
 
     @property
     def counter_names(self) -> list[str]:
@@ -139,12 +152,17 @@ class WLMD(Sampler):
     def start(self, walkers: Walkers, est: Estimate, gen: torch.Generator, steps: int) -> None:
         walkers.velocities = thermal_velocities(walkers.params, gen)
         for _ in range(steps):
-            wlmd_step(self.task, self.window, walkers, est, self.langevin, self.counters, gen, update=False)
+            wlmd_step(self.task, self.window, walkers, est, self.langevin, self.counters, gen, self.deposits, self.region,
+                      update=False)
         walkers.refresh(self.task, self.window)
         self.counters.reset_counters()
 
     def step(self, walkers: Walkers, est: Estimate, gen: torch.Generator) -> None:
-        wlmd_step(self.task, self.window, walkers, est, self.langevin, self.counters, gen)
+        wlmd_step(self.task, self.window, walkers, est, self.langevin, self.counters, gen, self.deposits, self.region)
+
+    def at_sync(self, step: int, est: Estimate) -> None:
+        if self.region is not None and not torch.equal(self.region, est.visits > 0):
+            self.set_edges(reachable_scale(est.visits, self.langevin.kernel, self.edge_scale))
 
     def end_block(self, walkers: Walkers) -> None:
         walkers.refresh(self.task, self.window)
@@ -153,11 +171,14 @@ class WLMD(Sampler):
         return self.counters.steps, self.counters.inside
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"steps": self.counters.steps.cpu().numpy(), "inside": self.counters.inside.cpu().numpy()}
+        return {"steps": self.counters.steps.cpu().numpy(), "inside": self.counters.inside.cpu().numpy(),
+                **({} if self.edge_scale is None else {"edge_scale": self.edge_scale.cpu().numpy()})}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.counters = MDCounters(torch.as_tensor(state["steps"], device=self.device),
                                    torch.as_tensor(state["inside"], device=self.device))
+        scale = state.get("edge_scale")
+        self.set_edges(None if scale is None else torch.as_tensor(scale, device=self.device))
 
     def kinetic_temperature(self, walkers: Walkers) -> float:
         return float(walkers.velocities.double().square().mean())
