@@ -35,10 +35,7 @@ def info(path: str) -> int:
     rate_name = "  inside  " if rec.sampler == "wlmd" else "acceptance"
     print(f"  window  x range              ln f       stage  flat (all)   rare  d ln g  visited  deep  {rate_name}  "
           "init iters (s)")
-    try:
-        depth = _deck(rec).schedule.decide_depth
-    except DeckError:        # a run made by a version whose decks this one no longer reads
-        depth = ScheduleConfig().decide_depth
+    depth = decide_depth(rec)
     for k, w in enumerate(rec.windows):
         deep = int(deep_bins(torch.as_tensor(w.ln_g), torch.as_tensor(w.visits), depth).sum())
         lo, hi = w.x_bins
@@ -77,6 +74,14 @@ def _exact_check(rec: RunRecord) -> None:
         errors.append(max_error_after_constant(w.ln_g, exact[lo:hi], mask) if mask.any() else float("nan"))
     print(f"  exact check: max |S - S_exact| over visited bins, after each window's constant: "
           f"{' '.join(f'{e:.3f}' for e in errors)}")
+
+
+def decide_depth(rec: RunRecord) -> float:
+    """The run's `[schedule] decide_depth` (the default for a run whose deck this version no longer reads)."""
+    try:
+        return _deck(rec).schedule.decide_depth
+    except DeckError:
+        return ScheduleConfig().decide_depth
 
 
 def _deck(rec: RunRecord) -> Config:

@@ -87,6 +87,24 @@ def test_join_refuses_inconsistent_windows():
     assert join_windows(rec, max_residual=100.0).pairs[0].residual_rms > 0.5
 
 
+def test_join_leaves_out_bins_the_schedule_left_out():
+    # a bin 300 below the top of its row (deeper than the default decide_depth, 100: the schedule
+    # did not test it, and it holds e^-300 of its row) on which the windows disagree by 40
+    bins = window_bins(40, 2, 0.5)
+    row = (bins[1][0] + bins[0][1]) // 2                 # inside the overlap, off its boundary rows
+    deep = _truth()
+    deep[row, 0] -= 300.0
+    rec = synthetic_run(deep, bins, [0.0, 3.0], 0.0)
+    rec.windows[1].ln_g[row - bins[1][0], 0] += 40.0
+    pair = join_windows(rec).pairs[0]
+    assert pair.residual_rms < 1e-9 and pair.offset == pytest.approx(-3.0)
+    # the same disagreement on a bin the schedule tested is refused
+    rec = synthetic_run(_truth(), bins, [0.0, 3.0], 0.0)
+    rec.windows[1].ln_g[row - bins[1][0], 0] += 40.0
+    with pytest.raises(AnalysisError, match="residual RMS"):
+        join_windows(rec)
+
+
 def test_equilibrium_matches_closed_form():
     """S(x, y) = a(x) y on y in [0, 1]: <y> = (e^a (a - 1) + 1) / (a (e^a - 1)); max-entropy y = 1
     for a > 0, 0 for a < 0."""
