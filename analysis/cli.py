@@ -95,7 +95,8 @@ def endpoint_line(data: dict) -> str:
             f"{e['runs_outside']} outside the sampled range and left out): equilibrium {data['y_label']} at each "
             f"run's own train loss {_num(e['equilibrium_y'])} +- {_num(e['equilibrium_stderr'])}, SGD "
             f"{_num(e['sgd_y'])} +- {_num(e['sgd_stderr'])}, advantage {_num(e['advantage'], '+.3f')} +- "
-            f"{_num(e['advantage_stderr'])}")
+            f"{_num(e['advantage_stderr'])} (runs and seeds); with the windows' disagreement "
+            f"{_num(e['window_disagreement'])}: +- {_num(e['advantage_uncertainty'])}")
     if "equilibrium_accuracy" in e:
         line += (f"; hard test accuracy: equilibrium {_num(e['equilibrium_accuracy'])}, SGD {_num(e['sgd_accuracy'])}, "
                  f"advantage {_num(e['accuracy_advantage'], '+.3f')} +- {_num(e['accuracy_advantage_stderr'])}")

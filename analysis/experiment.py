@@ -77,6 +77,8 @@ def load_experiment(runs: list[str], sgd: str | None = None, label: str = "", mi
             raise AnalysisError(f"{sgd}: records {base.y_label}, but the runs' y is {recs[0].y_label}")
         curve = sgd_curve(base, recs[0].x_edges)
         endpoint = sgd_endpoint(base, recs[0].x_edges, eq, eq_accuracy)
+        mismatches = [p.equilibrium_mismatch for land in lands for p in land.pairs if np.isfinite(p.equilibrium_mismatch)]
+        endpoint.window_disagreement = max(mismatches, default=float("nan"))
     return Experiment(label or Path(runs[0]).name, runs, lands, mean_entropy, visited, eq, top, curve, endpoint,
                       eq_accuracy, [f"{name}: {why}" for name, rec in zip(runs, recs) if (why := not_converged(rec))])
 
@@ -114,7 +116,9 @@ def report_dict(exp: Experiment) -> dict:
         out["sgd_endpoint"] = {"x": e.x, "x_stderr": e.x_stderr, "runs": e.runs, "runs_outside": e.runs_outside,
                                "sgd_y": e.sgd_y, "sgd_stderr": e.sgd_stderr,
                                "equilibrium_y": e.eq_y, "equilibrium_stderr": e.eq_stderr,
-                               "advantage": e.advantage, "advantage_stderr": e.advantage_stderr}
+                               "advantage": e.advantage, "advantage_stderr": e.advantage_stderr,
+                               "window_disagreement": e.window_disagreement,
+                               "advantage_uncertainty": e.advantage_uncertainty}
         if exp.eq_accuracy is not None:
             out["sgd_endpoint"].update({"sgd_accuracy": e.sgd_accuracy, "equilibrium_accuracy": e.eq_accuracy,
                                         "accuracy_advantage": e.accuracy_advantage,

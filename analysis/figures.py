@@ -51,8 +51,9 @@ def draw_landscape(ax: plt.Axes, exp: Experiment, colorbar: bool = True) -> None
         lo, hi = exp.sgd.mean - np.nan_to_num(exp.sgd.stderr), exp.sgd.mean + np.nan_to_num(exp.sgd.stderr)
         ax.fill_between(x[ok], lo[ok], hi[ok], color="black", alpha=0.25, lw=0)
         if exp.endpoint is not None:
-            ax.plot([exp.endpoint.x], [exp.endpoint.sgd_y], "*", color="black", mec="white", mew=1.0, ms=13,
-                    label="SGD end")
+            end = exp.endpoint
+            ax.plot([end.x], [end.sgd_y], "*", color="black", mec="white", mew=1.0, ms=13,
+                    label=f"SGD end (advantage {end.advantage:+.3f} $\\pm$ {end.advantage_uncertainty:.3f})")
     ax.set_xlabel("ln(train loss)")
     ax.set_ylabel("test accuracy" if land.y_label == "A_test" else land.y_label)
     ax.set_xlim(land.x_edges[0], land.x_edges[-1])

@@ -248,6 +248,14 @@ class Endpoint:
     eq_accuracy: float = float("nan")    # smoothed accuracy)
     accuracy_advantage: float = float("nan")
     accuracy_advantage_stderr: float = float("nan")
+    # the largest |<y>_k - <y>_{k+1}| in any overlap of any run (``PairJoin.equilibrium_mismatch``):
+    # how much <y> depends on the window that computed it, a systematic error the seeds do not show
+    window_disagreement: float = float("nan")
+
+    @property
+    def advantage_uncertainty(self) -> float:
+        """The advantage's standard error and the windows' disagreement, in quadrature."""
+        return float(np.hypot(self.advantage_stderr, np.nan_to_num(self.window_disagreement)))
 
 
 def _at_runs(curve: Curve, x_centers: np.ndarray, x_runs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

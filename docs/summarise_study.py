@@ -42,7 +42,8 @@ def main() -> None:
           f"SGD A_test = {end.sgd_y:.3f} +- {end.sgd_stderr:.3f} ({end.runs} runs in the sampled range, "
           f"{end.runs_outside} outside)")
     print(f"equilibrium A_test at the SGD runs' mean train loss: {mean_se(at_end)}")
-    print(f"advantage run by run (<A>(x_r) - A_r): {end.advantage:+.3f} +- {end.advantage_stderr:.3f}")
+    print(f"advantage run by run (<A>(x_r) - A_r): {end.advantage:+.3f} +- {end.advantage_stderr:.3f} (runs and seeds); "
+          f"windows' largest disagreement {end.window_disagreement:.3f}; in quadrature +- {end.advantage_uncertainty:.3f}")
 
 
 if __name__ == "__main__":

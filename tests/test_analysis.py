@@ -198,6 +198,10 @@ def test_real_run_through_join_equilibrium_and_every_figure(spiral_deck, tmp_pat
     assert data["sgd_endpoint"]["sgd_y"] > 0.5
     end = data["sgd_endpoint"]
     assert end["runs"] + end["runs_outside"] == 20 and end["advantage_stderr"] > 0
+    # the windows' disagreement (the largest of the joins' own <y> mismatches) joins the advantage's error
+    mismatches = [j["equilibrium_mismatch"] for joins in data["joins"] for j in joins]
+    assert end["window_disagreement"] == pytest.approx(max(mismatches), abs=1e-6) and max(mismatches) > 0
+    assert end["advantage_uncertainty"] == pytest.approx(math.hypot(end["advantage_stderr"], max(mismatches)), abs=1e-6)
     # 3000 steps are not converged: said on stderr and in the report
     assert len(data["unconverged"]) == 2 and "not converged" in proc.stderr
     table = run_analysis(["report", *runs, "--sgd", sgd, *loose])
