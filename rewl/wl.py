@@ -184,9 +184,9 @@ def reachable_scale(visits: torch.Tensor, kernel: torch.Tensor, start: torch.Ten
     members = region.nonzero().squeeze(1)                       # (N_R,)
     if members.numel() == 0:
         return d.view(n_x, n_y)
-    radius = (kernel.numel() - 1) // 2
-    targets = _kernel_targets(members // n_y, members % n_y, (n_x, n_y), radius)   # (N_R, (2R + 1)^2)
-    weight = (kernel[:, None] * kernel[None, :]).reshape(-1) * region[targets]     # K restricted to R
+    mirrored = kernel_table((n_x, n_y), kernel)
+    targets = mirrored.targets[members]                         # (N_R, (2R + 1)^2)
+    weight = mirrored.weights[members] * region[targets]        # K restricted to R
     d_r = torch.ones(len(members), dtype=torch.float64, device=visits.device)
     if start is not None:
         previous = start.view(-1)[members]
