@@ -46,8 +46,8 @@ def bench(cfg: Config, seconds: float, walkers: int | None, threads: int, device
     params, _ = drive_into_window(task, params, window.x_range, window.y_range, cfg.init.max_iterations,
                                   cfg.init.learning_rate)
     state, _ = Walkers.at(task, params.detach(), window)
-    est = Estimate.zeros(window.shape, 1e-3, device, with_accuracy=task.has_accuracy)
     sampler = make_sampler(cfg.sampler, task, window, device)
+    est = Estimate.zeros(window.shape, 1e-3, device, with_accuracy=task.has_accuracy, with_offsets=sampler.keeps_offsets)
     sampler.start(state, est, gen, 0)       # velocities, where the sampler has them
     md = cfg.sampler.kind == "wlmd"
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)  # noqa: E731

@@ -21,7 +21,7 @@ from .devices import describe_mapping, device_identity, gpu_sharing_problem, kee
 from .exchange import SwapStats, exchange_round
 from .grid import Window
 from .progress import ProgressLine
-from .records import Checkpoint, History, RunRecord, WindowRecord
+from .records import OFFSET_ARRAYS, Checkpoint, History, RunRecord, WindowRecord
 from .samplers import make_sampler
 from .schedule import make_schedule
 from .status import RankStatus
@@ -179,7 +179,7 @@ class Engine:
                 f"window {window.index}: {bad} walkers have y outside [grid.y] "
                 f"[{window.y_range[0]}, {window.y_range[1]}] after initialisation; widen [grid.y]")
         self.est = Estimate.zeros(window.shape, cfg.schedule.ln_f_initial, self.device, walkers=self.walkers_per_window,
-                                  with_accuracy=self.task.has_accuracy)
+                                  with_accuracy=self.task.has_accuracy, with_offsets=self.sampler.keeps_offsets)
         self.sampler.start(self.walkers, self.est, self.gen, cfg.init.equilibration_steps)
         self.init_seconds = time.perf_counter() - t0
 
@@ -327,8 +327,9 @@ class Engine:
         moves = comm.world_sum(moves)
         swaps = comm.world_sum(np.stack([self.swaps.attempted, self.swaps.accepted]))
         names = self.est.merged_arrays()       # the same on every rank
-        gathered = comm.gather_window_arrays([getattr(self.est, name).cpu().numpy() for name in names],
-                                             [w.shape for w in self.windows])
+        local = {name: getattr(self.est, name) for name in names}
+        local["ln_g"] = self.sampler.bin_ln_g(local["ln_g"])     # whole bins (WLMD keeps ln g per reachable area)
+        gathered = comm.gather_window_arrays([a.cpu().numpy() for a in local.values()], [w.shape for w in self.windows])
         if gathered is None:
             return None
         windows = []
@@ -338,7 +339,8 @@ class Engine:
             values = dict(zip(names, arrays))
             windows.append(WindowRecord(
                 x_bins=(w.lo, w.hi), ln_g=values["ln_g"], hist=values["hist"], visits=values["visits"],
-                accuracy_sum=values.get("accuracy_sum"), ln_f=lead.ln_f, stage=lead.stage,
+                accuracy_sum=values.get("accuracy_sum"), **{name: values.get(name) for name in OFFSET_ARRAYS},
+                ln_f=lead.ln_f, stage=lead.stage,
                 one_over_t=lead.one_over_t, converged=lead.converged, flatness=lead.flatness,
                 flatness_all=lead.flatness_all, rare_fraction=lead.rare_fraction, ln_g_change=lead.ln_g_change,
                 init_iterations=max(r.init_iterations for r in ranks), init_seconds=max(r.init_seconds for r in ranks)))

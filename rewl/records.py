@@ -24,6 +24,16 @@ def compressed(default: Any = MISSING) -> Any:
     return field(default=default, metadata={"compress": True})
 
 
+OFFSET_ARRAYS = ("offset_x_sum", "offset_y_sum", "offset_x_sq_sum", "offset_y_sq_sum")
+
+
+def offset_moments(holder: Any) -> tuple[Any, ...] | None:
+    """(sum u_x, sum u_y, sum u_x^2, sum u_y^2) over each bin's visits, u the walkers' offsets
+    inside their bins (``wl.reach_fraction``), from an estimate or its record; None without them."""
+    moments = tuple(getattr(holder, name) for name in OFFSET_ARRAYS)
+    return None if any(m is None for m in moments) else moments
+
+
 @dataclass(kw_only=True)
 class EstimateRecord:
     """A window's entropy estimate and its schedule state. Arrays are (n_x, n_y) float64."""
@@ -38,6 +48,15 @@ class EstimateRecord:
     flatness: float                           # at the last flatness check
     accuracy_sum: np.ndarray | None = compressed(None)   # hard test accuracy summed over visits (wlmd with a
                                                      # smoothed accuracy as y); mean = accuracy_sum / visits
+    # wlmd: the walkers' positions inside their bins, summed over visits (``wl.reach_fraction``;
+    # None in runs begun before they were kept)
+    offset_x_sum: np.ndarray | None = compressed(None)   # of u = (x - bin's lower x edge) / bin width, in [0, 1)
+    offset_y_sum: np.ndarray | None = compressed(None)
+    offset_x_sq_sum: np.ndarray | None = compressed(None)   # of u^2
+    offset_y_sq_sum: np.ndarray | None = compressed(None)
+
+    def offset_moments(self) -> tuple[np.ndarray, ...] | None:
+        return offset_moments(self)
     # diagnostics (nan in files of schemas 1 and 2, which lack them)
     flatness_all: float = float("nan")        # min H / mean H over every visited bin
     rare_fraction: float = float("nan")       # visited bins with visits below 10 % of the median

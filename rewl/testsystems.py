@@ -66,21 +66,28 @@ def entropy_block(u: np.ndarray, k: int, a: float) -> np.ndarray:
     return out
 
 
-def binned_entropy_block(edges: np.ndarray, k: int, a: float, samples: int = 400) -> np.ndarray:
-    """ln of the mean of e^S over each bin [edges[i], edges[i+1]): what Wang-Landau estimates. (bins,)"""
+def binned_entropy_block(edges: np.ndarray, k: int, a: float, samples: int = 400, partial: bool = False) -> np.ndarray:
+    """ln of the mean of e^S over each bin [edges[i], edges[i+1]): what Wang-Landau estimates. (bins,)
+
+    A bin that reaches past the limit E = k a^2 is nan, or with `partial` the ln of the mean over
+    the whole bin of e^S, counted 0 past the limit (what a whole-bin estimate holds there)."""
     out = np.empty(len(edges) - 1)
     for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
         u = lo + (hi - lo) * (np.arange(samples) + 0.5) / samples
         s = entropy_block(u, k, a)
+        if partial and np.isfinite(s).any():
+            s = np.where(np.isfinite(s), s, -np.inf)
         top = np.max(s)
         out[i] = top + np.log(np.mean(np.exp(s - top)))
     return out
 
 
-def box_entropy(x_edges: np.ndarray, y_edges: np.ndarray, n: int, m: int, a: float) -> np.ndarray:
-    """Exact binned S(x, y) = S_m(x) + S_{n-m}(y): (n_x, n_y); nan where a bin reaches past
-    E = k a^2 (partly unreachable) or where the numerics are not reliable."""
-    return binned_entropy_block(x_edges, m, a)[:, None] + binned_entropy_block(y_edges, n - m, a)[None, :]
+def box_entropy(x_edges: np.ndarray, y_edges: np.ndarray, n: int, m: int, a: float, partial: bool = False) -> np.ndarray:
+    """Exact binned S(x, y) = S_m(x) + S_{n-m}(y): (n_x, n_y); nan where the numerics are not
+    reliable, and where a bin reaches past E = k a^2 (partly unreachable) unless `partial`
+    (``binned_entropy_block``)."""
+    return (binned_entropy_block(x_edges, m, a, partial=partial)[:, None]
+            + binned_entropy_block(y_edges, n - m, a, partial=partial)[None, :])
 
 
 def max_error_after_constant(estimate: np.ndarray, exact: np.ndarray, mask: np.ndarray) -> float:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .records import EstimateRecord
+from .records import OFFSET_ARRAYS, EstimateRecord, offset_moments
 
 
 @dataclass
@@ -28,6 +28,10 @@ class Estimate:
     flatness: float = 0.0   # at the last flatness check: the schedule's criterion (``flatness``)
     accuracy_sum: torch.Tensor | None = None  # (n_x, n_y) hard test accuracy summed over visits (wlmd
                                               # with a smoothed accuracy as y); mean = accuracy_sum / visits
+    offset_x_sum: torch.Tensor | None = None  # (n_x, n_y) wlmd: the walkers' offsets u inside their bins
+    offset_y_sum: torch.Tensor | None = None  # (in bin widths, [0, 1)) summed over visits, and their
+    offset_x_sq_sum: torch.Tensor | None = None  # squares (``reach_fraction``)
+    offset_y_sq_sum: torch.Tensor | None = None
     # diagnostics, at the last flatness check (``visit_diagnostics``) and the last checkpoint
     flatness_all: float = 0.0          # min H / mean H over every visited bin
     rare_fraction: float = float("nan")  # visited bins with visits below 10 % of the median
@@ -36,13 +40,15 @@ class Estimate:
 
     @classmethod
     def zeros(cls, shape: tuple[int, int], ln_f: float, device: torch.device, walkers: int = 1,
-              with_accuracy: bool = False) -> Estimate:
+              with_accuracy: bool = False, with_offsets: bool = False) -> Estimate:
         z = lambda: torch.zeros(shape, dtype=torch.float64, device=device)  # noqa: E731
-        return cls(z(), z(), z(), ln_f, walkers, accuracy_sum=z() if with_accuracy else None)
+        offsets = {name: z() for name in OFFSET_ARRAYS} if with_offsets else {}
+        return cls(z(), z(), z(), ln_f, walkers, accuracy_sum=z() if with_accuracy else None, **offsets)
 
     def merged_arrays(self) -> tuple[str, ...]:
         """Names of the arrays whose increments the ranks of a window sum."""
-        return ("ln_g", "hist", "visits") + (("accuracy_sum",) if self.accuracy_sum is not None else ())
+        optional = ("accuracy_sum",) + OFFSET_ARRAYS
+        return ("ln_g", "hist", "visits") + tuple(name for name in optional if getattr(self, name) is not None)
 
     def mark_checkpoint(self, scheduled: bool = True) -> None:
         """Measure how much ln g changed since the previous scheduled checkpoint; a scheduled one
@@ -58,6 +64,7 @@ class Estimate:
         return EstimateRecord(ln_g=n(self.ln_g), hist=n(self.hist), visits=n(self.visits), ln_f=self.ln_f,
                               stage=self.stage, one_over_t=self.one_over_t, converged=self.converged,
                               flatness=self.flatness, accuracy_sum=n(self.accuracy_sum),
+                              **{name: n(getattr(self, name)) for name in OFFSET_ARRAYS},
                               flatness_all=self.flatness_all, rare_fraction=self.rare_fraction,
                               ln_g_change=self.ln_g_change, ln_g_checkpoint=n(self.ln_g_checkpoint))
 
@@ -66,7 +73,11 @@ class Estimate:
         t = lambda a: None if a is None else torch.as_tensor(a, device=device)  # noqa: E731
         return cls(t(rec.ln_g), t(rec.hist), t(rec.visits), float(rec.ln_f), walkers, int(rec.stage),
                    bool(rec.one_over_t), bool(rec.converged), float(rec.flatness), t(rec.accuracy_sum),
-                   float(rec.flatness_all), float(rec.rare_fraction), float(rec.ln_g_change), t(rec.ln_g_checkpoint))
+                   *(t(getattr(rec, name)) for name in OFFSET_ARRAYS), float(rec.flatness_all),
+                   float(rec.rare_fraction), float(rec.ln_g_change), t(rec.ln_g_checkpoint))
+
+    def offset_moments(self) -> tuple[torch.Tensor, ...] | None:
+        return offset_moments(self)
 
 
 def wl_accept(ln_g: torch.Tensor, ix_old: torch.Tensor, iy_old: torch.Tensor, ix_new: torch.Tensor,
@@ -84,16 +95,9 @@ def deposit(est: Estimate, ix: torch.Tensor, iy: torch.Tensor) -> None:
     per walker overshoots: hundreds of walkers starting in one bin bury it for a long time."""
     flat = ix * est.ln_g.shape[1] + iy
     ones = torch.ones_like(flat, dtype=torch.float64)
-    _count_visits(est, flat, ones)
+    est.hist.view(-1).index_add_(0, flat, ones)
+    est.visits.view(-1).index_add_(0, flat, ones)
     est.ln_g.view(-1).index_add_(0, flat, ones * (est.ln_f / est.walkers))
-
-
-def _count_visits(est: Estimate, flat: torch.Tensor, counts: torch.Tensor, accuracy: torch.Tensor | None = None) -> None:
-    """hist and visits += counts (B,) at the flat bins (B,); accuracy_sum += counts x accuracy (B,)."""
-    est.hist.view(-1).index_add_(0, flat, counts)
-    est.visits.view(-1).index_add_(0, flat, counts)
-    if accuracy is not None and est.accuracy_sum is not None:
-        est.accuracy_sum.view(-1).index_add_(0, flat, counts * accuracy.double())
 
 
 def gaussian_kernel(width_bins: float, dtype: torch.dtype = torch.float64, device: torch.device | None = None) -> torch.Tensor:
@@ -125,45 +129,74 @@ def _kernel_targets(ix: torch.Tensor, iy: torch.Tensor, shape: tuple[int, int], 
 class KernelTable:
     """The WLMD deposit of a walker in each bin of a window (N = n_x n_y bins, flat index
     ix n_y + iy): the bins it reaches, `targets` (N, (2R + 1)^2), and their weights (N, (2R + 1)^2),
-    per unit of ln f / M. Built once (``kernel_table``), read by ``deposit_kernel`` every step."""
+    per unit of ln f / M; and what its visit adds to the stage histogram, `visit_weight` (N,)
+    (1 / the bin's reachable fraction). Built by ``kernel_table``, read by ``deposit_kernel``."""
 
     targets: torch.Tensor
     weights: torch.Tensor
+    visit_weight: torch.Tensor
 
 
-def kernel_table(shape: tuple[int, int], kernel: torch.Tensor, edge_scale: torch.Tensor | None = None) -> KernelTable:
+def kernel_table(shape: tuple[int, int], kernel: torch.Tensor, edge_scale: torch.Tensor | None = None,
+                 fraction: torch.Tensor | None = None) -> KernelTable:
     """The Gaussian kernel (2R + 1,) in x times itself in y, mirrored at the window's x edges and
     the grid's y edges: a flat histogram then raises every bin equally (the folded kernel is
     symmetric with unit row sums), where a cut kernel would under-fill the edge bins and bias ln g.
-
-    With `edge_scale` (``reachable_scale``: d > 0 on the reachable region R, 0 elsewhere) the same
-    holds at the edges of R inside the grid (on a 2-D grid the reachable y range at each x is a
-    band, and no mirror fits its edges): the weight from bin a to bin b of R is d_a K_ab d_b,
-    symmetric with unit row sums over R. Bins outside R still get K_ab d_a (d = 1 for a walker
-    outside R), so a bin first entered later starts level with its neighbours (at ln g = 0 it
-    would trap walkers until it caught up)."""
+    With `edge_scale` or `fraction`: ``scaled_table`` of that."""
     n_x, n_y = shape
     radius = (kernel.numel() - 1) // 2
     bins = torch.arange(n_x * n_y, device=kernel.device)
     targets = _kernel_targets(bins // n_y, bins % n_y, shape, radius)
-    weights = (kernel[:, None] * kernel[None, :]).reshape(1, -1).expand(len(bins), -1)
+    weights = (kernel[:, None] * kernel[None, :]).reshape(1, -1).expand(len(bins), -1).contiguous()
+    mirrored = KernelTable(targets, weights, torch.ones(n_x * n_y, dtype=torch.float64, device=kernel.device))
+    return mirrored if edge_scale is None and fraction is None else scaled_table(mirrored, edge_scale, fraction)
+
+
+def scaled_table(mirrored: KernelTable, edge_scale: torch.Tensor | None, fraction: torch.Tensor | None) -> KernelTable:
+    """The mirrored kernel table (``kernel_table``) fitted to the region walkers reach.
+
+    With `edge_scale` (``reachable_scale``: d > 0 on the reachable region R, 0 elsewhere) the
+    mirror's property holds at the edges of R inside the grid too (on a 2-D grid the reachable y
+    range at each x is a band, and no mirror fits its edges): the weight from bin a to bin b of R
+    is d_a K_ab d_b, symmetric with unit row sums over R. Bins outside R still get K_ab d_a (d = 1
+    for a walker outside R), so a bin first entered later starts level with its neighbours (at
+    ln g = 0 it would trap walkers until it caught up).
+
+    With `fraction` (``reach_fraction``, (n_x, n_y)) a visit of bin a counts 1 / f_a, in the
+    deposit and in the stage histogram: walkers spread evenly over the reachable part of a bin
+    visit a bin that is only part reachable less often, and this keeps ln g an estimate per unit
+    of reachable area (``reach_fraction`` says why)."""
+    weights, visit_weight = mirrored.weights, mirrored.visit_weight
     if edge_scale is not None:
         factor = torch.where(edge_scale > 0, edge_scale, 1.0).reshape(-1)
-        weights = weights * factor[:, None] * factor[targets]
-    return KernelTable(targets, weights.contiguous())
+        weights = weights * factor[:, None] * factor[mirrored.targets]
+    if fraction is not None:
+        visit_weight = 1.0 / fraction.reshape(-1)
+        weights = weights * visit_weight[:, None]
+    return KernelTable(mirrored.targets, weights, visit_weight)
 
 
 def deposit_kernel(est: Estimate, ix: torch.Tensor, iy: torch.Tensor, inside: torch.Tensor, table: KernelTable,
-                   accuracy: torch.Tensor | None = None) -> None:
+                   accuracy: torch.Tensor | None = None, offsets: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
     """Wang-Landau molecular dynamics update: ln g += (ln f / M) x the kernel `table`'s deposit
-    (``kernel_table``) of each walker inside the window; the histograms count single bins.
+    (``kernel_table``) of each walker inside the window; the histograms count single bins, the
+    stage histogram with the table's visit weight. `offsets`: the walkers' positions inside their
+    bins along x and y (B,) each, in [0, 1), summed with their squares (``Estimate.offset_moments``).
     Walkers (B,) outside the window (in the soft walls) deposit nothing: they are weighted by 0
     rather than filtered out (no data-dependent shapes, so no device synchronisation per step)."""
     own = ix * est.ln_g.shape[1] + iy
     counts = inside.to(torch.float64)                           # (B,) 1 inside, 0 in the walls
     share = counts[:, None] * table.weights[own].mul(est.ln_f / est.walkers)   # (B, (2R + 1)^2)
     est.ln_g.view(-1).index_add_(0, table.targets[own].reshape(-1), share.reshape(-1))
-    _count_visits(est, own, counts, accuracy)
+    est.hist.view(-1).index_add_(0, own, counts * table.visit_weight[own])
+    est.visits.view(-1).index_add_(0, own, counts)
+    if accuracy is not None and est.accuracy_sum is not None:
+        est.accuracy_sum.view(-1).index_add_(0, own, counts * accuracy.double())
+    moments = est.offset_moments()
+    if offsets is not None and moments is not None:
+        u_x, u_y = (torch.where(inside, u.double(), 0.0) for u in offsets)    # where, not x 0: a wall walker's may be inf
+        for total, value in zip(moments, (u_x, u_y, u_x * u_x, u_y * u_y)):
+            total.view(-1).index_add_(0, own, value)
 
 
 def reachable_scale(visits: torch.Tensor, kernel: torch.Tensor, start: torch.Tensor | None = None,
@@ -200,6 +233,69 @@ def reachable_scale(visits: torch.Tensor, kernel: torch.Tensor, start: torch.Ten
     else:
         raise RuntimeError(f"reachable_scale: no convergence in {max_iterations} iterations")
     return d.view(n_x, n_y)
+
+
+# A bin's reachable fraction is estimated from at least this many visits (the mean offset of n
+# uniform visits scatters by 1 / sqrt(12 n): 3 % of the fraction at 100), and never below the floor
+# (the visits of a bin of fraction f count 1 / f).
+FRACTION_MIN_VISITS = 100
+FRACTION_FLOOR = 0.02
+
+
+def reach_fraction(visits: torch.Tensor, moments: tuple[torch.Tensor, ...],
+                   grid_ends_x: tuple[bool, bool] = (False, False)) -> torch.Tensor:
+    """The part of each bin that walkers can reach, estimated from where they were inside it:
+    (n_x, n_y), 1 except in bins at an edge of the visited region R inside the window. `moments`
+    (``Estimate.offset_moments``): sum u_x, sum u_y, sum u_x^2, sum u_y^2 over each bin's visits,
+    u the offset inside the bin in bin widths.
+
+    The reachable region of the CVs rarely ends on a bin edge. In a bin cut by its limit, WLMD's
+    walkers (spread evenly by a converged bias) fill only the reachable part, so a Wang-Landau
+    ln g of the whole bin is the log of that part's area, lower than its neighbours' by ln f.
+    The forces interpolate ln g between bin centres and would carry that step into the
+    neighbouring bins (at f = 1/3 they bent S by 0.3 there). So WLMD keeps ln g per unit of
+    reachable area (a visit of the bin counts 1 / f: ``scaled_table``) and the run file reports the
+    bin's ln g + ln f (``bin_ln_g``).
+
+    Along an axis, a bin of R may be cut on a side where its neighbour is in the window but not in
+    R, or where it is the grid's last bin (the limit may lie inside it, and then no walker goes past
+    the grid's edge): the grid's y ends, and its x ends where `grid_ends_x` (low, high) says the
+    window's x edges are the grid's (a window's other x edges continue in the next window). With t
+    the offset from the other side (t = u for a cut above, 1 - u below), the walkers' density is
+    taken linear on the reachable part [0, f): its two moments E t = f (1/2 + s/12) and
+    E t^2 = f^2 (1/3 + s/12) give f^2 - 6 f E t + 6 E t^2 = 0, f = 3 E t - sqrt(9 (E t)^2 - 6 E t^2).
+    The slope s matters: where walkers enter a bin from one side only (the front of the region
+    while it is being explored, with ln f still large) their density falls steeply across it, and
+    the mean alone (f = 2 E t) would take that for a cut; it then raised the bin further and
+    drove walkers out of the window. The linear model gives f = 1 for a whole bin under any linear
+    tilt, at least 1 under exponential ones, and no root (whole) for steeper ones. f is clipped to
+    [FRACTION_FLOOR, 1]. A bin open on both sides or neither along an axis counts whole along it;
+    the fraction is the product over the two axes. Bins with fewer than FRACTION_MIN_VISITS visits
+    count whole."""
+    region = visits > 0
+    count = visits.clamp(min=1)
+    fraction = torch.ones_like(visits)
+    for axis, (low_end, high_end) in enumerate((grid_ends_x, (True, True))):
+        first, second = moments[axis] / count, moments[2 + axis] / count           # E u, E u^2
+        r = region.T if axis == 0 else region                                      # the axis last
+        open_above, open_below = torch.zeros_like(r), torch.zeros_like(r)
+        open_above[:, :-1], open_above[:, -1] = ~r[:, 1:], high_end
+        open_below[:, 1:], open_below[:, 0] = ~r[:, :-1], low_end
+        if axis == 0:
+            open_above, open_below = open_above.T, open_below.T
+        cut_above, cut_below = open_above & ~open_below, open_below & ~open_above
+        t1 = torch.where(cut_below, 1 - first, first)                              # E t
+        t2 = torch.where(cut_below, 1 - 2 * first + second, second)                # E t^2
+        discriminant = 9 * t1 * t1 - 6 * t2
+        f = torch.where(discriminant >= 0, 3 * t1 - discriminant.clamp(min=0).sqrt(), 1.0)
+        f = torch.where(cut_above | cut_below, f.clamp(FRACTION_FLOOR, 1.0), 1.0)
+        fraction = fraction * f
+    return torch.where(region & (visits >= FRACTION_MIN_VISITS), fraction, 1.0)
+
+
+def bin_ln_g(ln_g: torch.Tensor, fraction: torch.Tensor | None) -> torch.Tensor:
+    """ln g of whole bins from WLMD's ln g per unit of reachable area (``reach_fraction``)."""
+    return ln_g if fraction is None else ln_g + torch.log(fraction)
 
 
 def entropy_slopes(ln_g: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, x_width: float,

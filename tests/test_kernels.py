@@ -31,6 +31,7 @@ from rewl.wl import (
     gaussian_kernel,
     kernel_table,
     ln_g_change,
+    reach_fraction,
     reachable_scale,
     reflect,
     visit_diagnostics,
@@ -414,6 +415,82 @@ def test_scaled_kernel_raises_a_band_region_evenly_and_is_symmetric(width):
     np.testing.assert_allclose(inner.numpy(), inner.T.numpy(), atol=1e-12)
     # where every bin is reachable the mirror is already right: the scaling is 1
     np.testing.assert_allclose(reachable_scale(torch.ones(shape, dtype=torch.float64), kernel).numpy(), 1.0, atol=1e-9)
+
+
+def test_reach_fraction_of_bins_cut_by_the_region_edge_and_the_per_area_deposit():
+    # walkers spread evenly over what they can reach: the band's top bin of each row only up to
+    # 1/3 of its height, its bottom bin only from 3/4 up; the last x row only to 0.4 of its width
+    band = _band()
+    gen = torch.Generator().manual_seed(3)
+    n_x, n_y = band.shape
+    top = band & (band.cumsum(dim=1) == band.sum(dim=1, keepdim=True))
+    bottom = band & (band.cumsum(dim=1) == 1)
+    per_bin = 2000
+    ix, iy = (t.repeat_interleave(per_bin) for t in band.nonzero(as_tuple=True))
+    u_y = torch.rand(len(ix), generator=gen, dtype=torch.float64)
+    u_x = torch.rand(len(ix), generator=gen, dtype=torch.float64)
+    u_y = torch.where(top[ix, iy], u_y / 3, torch.where(bottom[ix, iy], 0.75 + u_y / 4, u_y))
+    u_x = torch.where(ix == n_x - 1, 0.4 * u_x, u_x)
+    visits = torch.zeros(band.shape, dtype=torch.float64).index_put_((ix, iy), torch.ones(len(ix), dtype=torch.float64),
+                                                                      accumulate=True)
+    moments = tuple(torch.zeros_like(visits).index_put_((ix, iy), u, accumulate=True)
+                    for u in (u_x, u_y, u_x * u_x, u_y * u_y))
+    fraction = reach_fraction(visits, moments)
+    expected = torch.ones_like(visits)
+    expected[top], expected[bottom] = 1 / 3, 1 / 4
+    # the last x row is the window's edge, not the region's: its bins count whole along x
+    np.testing.assert_allclose(fraction.numpy(), expected.numpy(), atol=0.04)
+    assert float(fraction[~band].sub(1).abs().max()) == 0.0
+    # where the window's x edges are the grid's, the limit may lie inside the last row: cut at 0.4
+    # (and the first row, whole, stays whole)
+    at_grid_ends = reach_fraction(visits, moments, grid_ends_x=(True, True))
+    cut_row = expected.clone()
+    cut_row[-1, band[-1] & band[-2]] *= 0.4      # (a bin open on both sides along x counts whole along x)
+    np.testing.assert_allclose(at_grid_ends.numpy(), cut_row.numpy(), atol=0.05)
+    # too few visits to tell: whole
+    assert float(reach_fraction(visits.clamp(max=50) * band, moments)[top].min()) == 1.0
+    # a histogram flat per unit of reachable area (a bin visited in proportion to its fraction)
+    # raises ln g (per unit area) evenly over the band, and fills the stage histogram evenly
+    kernel = gaussian_kernel(1.5)
+    table = kernel_table(tuple(band.shape), kernel, reachable_scale(band.double(), kernel), expected)
+    est = Estimate.zeros(tuple(band.shape), 1.0, torch.device("cpu"), walkers=1, with_offsets=True)
+    for bins, weight in ((band & ~top & ~bottom, 1.0), (top, 1 / 3), (bottom, 1 / 4)):
+        bx, by = bins.nonzero(as_tuple=True)
+        est.ln_f = weight           # f of a visit in each bin of fraction f: its ln f scaled by f
+        deposit_kernel(est, bx, by, torch.ones(len(bx), dtype=torch.bool), table)
+        est.hist[bins] *= weight    # and its count
+    np.testing.assert_allclose(est.ln_g[band].numpy(), 1.0, atol=1e-8)
+    np.testing.assert_allclose(est.hist[band].numpy(), 1.0, atol=1e-12)
+    assert table.visit_weight.reshape(band.shape)[top].sub(3).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("density, fraction", [("uniform", 0.5), ("thinning to the limit", 0.5),
+                                                ("steep entry, whole", 1.0), ("linear tilt, whole", 1.0)])
+def test_reach_fraction_tells_a_cut_bin_from_a_tilted_whole_one(density, fraction):
+    # one row of 6 bins, walkers in bins 0..3; bin 3 is the region's edge (bin 4 never visited).
+    # Offsets in bin 3 by inverse-transform sampling of the density on its reachable part [0, f)
+    gen = torch.Generator().manual_seed(5)
+    n = 20_000
+    r = torch.rand(n, generator=gen, dtype=torch.float64)
+    u = {"uniform": 0.5 * r,
+         "thinning to the limit": 0.5 * 2 * (1 - (1 - 0.75 * r).sqrt()),  # density 1 - t / 2f
+         "steep entry, whole": -torch.log1p(-r * (1 - math.exp(-4.0))) / 4.0,   # e^-4t: walkers enter from below
+         "linear tilt, whole": (-1 + (1 + 3 * r).sqrt()),                 # density 1 + u (s = 2/3 around 1/2)
+         }[density]
+    visits = torch.tensor([[n, n, n, n, 0.0, 0.0]], dtype=torch.float64)
+    u_y = torch.cat([torch.rand(3 * n, generator=gen, dtype=torch.float64), u])    # bins 0..2 whole and flat
+    u_x = torch.rand(4 * n, generator=gen, dtype=torch.float64)
+    moments = tuple(torch.zeros(1, 6, dtype=torch.float64) for _ in range(4))
+    for k in range(4):
+        part = slice(k * n, (k + 1) * n)
+        for total, value in zip(moments, (u_x[part], u_y[part], u_x[part] ** 2, u_y[part] ** 2)):
+            total[0, k] = value.sum()
+    got = reach_fraction(visits, moments)
+    assert abs(float(got[0, 3]) - fraction) < 0.02, (density, got)
+    assert float(got[0, 1:3].sub(1).abs().max()) == 0.0 and float(got[0, 0]) > 0.99   # bin 0: the grid's edge, open
+    # the mean alone would call the steep whole bin cut
+    if density == "steep entry, whole":
+        assert 2 * float(u.mean()) < 0.6
 
 
 def test_entropy_slopes_take_no_difference_across_the_region_edge():

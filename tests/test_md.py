@@ -37,19 +37,22 @@ def test_wlmd_box_quadratic_recovers_exact_entropy(make_deck, tmp_path):
 
 @pytest.mark.mpi
 @pytest.mark.slow
-def test_wlmd_respects_the_edge_of_the_reachable_region_inside_the_grid(make_deck, tmp_path):
-    # n = 2, m = 1: y = ln w2^2 <= ln a^2 = 0, and the grid reaches 4 bins past that limit, so the
-    # edge of the region walkers reach is not an edge of the grid (as on every network's grid).
-    # Without the scaled kernel the top reachable column ended 7 to 8 too low and ln f stayed at 1.
+@pytest.mark.parametrize("y_grid, unreachable", [((-3.0, 0.6), 4), ((-3.05, 0.55), 3)], ids=["limit-on-edge", "limit-in-bin"])
+def test_wlmd_respects_the_edge_of_the_reachable_region_inside_the_grid(make_deck, tmp_path, y_grid, unreachable):
+    # n = 2, m = 1: y = ln w2^2 <= ln a^2 = 0, and the grid reaches past that limit, so the edge of
+    # the region walkers reach is not an edge of the grid (as on every network's grid). The limit
+    # lies on a bin edge, or 1/3 of the way up a bin.
+    # Without the scaled kernel the top reachable column ended 7 to 8 too low and ln f stayed at 1;
+    # with whole bins (no reachable fraction) the limit inside a bin bent S by 0.34 next to it.
     deck = make_deck("box_md", "run", run={"max_steps": 40_000}, task={"n": 2, "m": 1},
-                     sampler={"walkers_per_rank": 1024}, **{"grid.y": {"max": 0.6}})
+                     sampler={"walkers_per_rank": 1024}, **{"grid.y": {"min": y_grid[0], "max": y_grid[1]}})
     proc = run_rewl(["run", str(deck)], ranks=2, timeout=900)
     assert proc.returncode == 0, proc.stderr
     rec = RunStore(tmp_path / "run").read_run()
-    exact = box_entropy(rec.x_edges, rec.y_edges, 2, 1, 1.0)                  # nan past the limit
+    exact = box_entropy(rec.x_edges, rec.y_edges, 2, 1, 1.0, partial=True)    # nan past the limit
     y_centres = 0.5 * (rec.y_edges[1:] + rec.y_edges[:-1])
     reachable = np.isfinite(exact[0])
-    assert reachable.sum() == len(y_centres) - 4
+    assert reachable.sum() == len(y_centres) - unreachable
 
     def mean_y(ln_g: np.ndarray) -> np.ndarray:                              # <y>(x), (n_x,)
         p = np.exp(ln_g - ln_g.max(axis=1, keepdims=True))
@@ -60,11 +63,21 @@ def test_wlmd_respects_the_edge_of_the_reachable_region_inside_the_grid(make_dec
         assert np.array_equal(visited, np.broadcast_to(reachable, visited.shape))
         diff = (w.ln_g - exact[lo:hi])[:, reachable]
         diff -= diff.mean()
-        error, edge = np.abs(diff).max(), np.abs(diff[:, -2:]).max()     # every visited bin; the two boundary columns
+        error, edge = np.abs(diff).max(), np.abs(diff[:, -3:]).max()     # every visited bin; the three boundary columns
         bias = np.abs(mean_y(w.ln_g[:, reachable]) - mean_y(exact[lo:hi][:, reachable])).max()
         print(f"window {k}: max |dS| {error:.3f} (boundary columns {edge:.3f}), max |<y>(x) bias| {bias:.4f}, "
               f"ln f {w.ln_f:.2e}")
         assert error <= 0.15 and bias <= 0.01 and w.one_over_t
+    # `info` names the bins the limit cuts, and the exact check includes them
+    info = run_rewl(["info", str(tmp_path / "run")])
+    assert info.returncode == 0, info.stderr
+    cut = re.search(r"bins partly reachable .*: 0: (\d+)(?: \(([\d.]+)-([\d.]+)\))?, 1: (\d+)", info.stdout)
+    if unreachable == 4:
+        assert cut.group(1) == cut.group(4) == "0", info.stdout
+    else:                                       # the limit 1/3 of the way into the bin [-0.05, 0.1)
+        assert [int(cut.group(1)), int(cut.group(4))] == [w.ln_g.shape[0] for w in rec.windows], info.stdout
+        assert 0.3 <= float(cut.group(2)) <= float(cut.group(3)) <= 0.37, info.stdout
+    assert "exact check: max |S - S_exact| over visited bins" in info.stdout
 
 
 @pytest.mark.mpi

@@ -26,6 +26,7 @@ class Sampler(ABC):
     kind: str
     rate_label: str            # the progress line's name for accepted / attempted
     carries_velocities = False  # walkers have velocities (they travel in exchanges and checkpoints)
+    keeps_offsets = False      # the estimate sums the walkers' offsets inside their bins (``wl.reach_fraction``)
 
     def __init__(self, cfg: SamplerConfig, task: Task, window: Window, device: torch.device):
         self.cfg, self.task, self.window, self.device = cfg, task, window, device
@@ -50,6 +51,11 @@ class Sampler(ABC):
 
     def at_sync(self, step: int, est: Estimate) -> None:
         """At every synchronisation point, after the window's estimates were merged."""
+
+    def bin_ln_g(self, ln_g: torch.Tensor) -> torch.Tensor:
+        """ln g of whole bins from the estimate's ln g (n_x, n_y): what the run file stores. The
+        same unless the sampler keeps ln g per unit of a bin's reachable part (WLMD)."""
+        return ln_g
 
     @abstractmethod
     def totals(self) -> tuple[torch.Tensor, torch.Tensor]:

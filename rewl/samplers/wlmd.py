@@ -12,7 +12,19 @@ from ..config import SamplerConfig
 from ..grid import Window
 from ..tasks import Task
 from ..walkers import Walkers
-from ..wl import Estimate, KernelTable, deposit_kernel, entropy_slopes, gaussian_kernel, kernel_table, reachable_scale, wall_slope
+from ..wl import (
+    Estimate,
+    KernelTable,
+    bin_ln_g,
+    deposit_kernel,
+    entropy_slopes,
+    gaussian_kernel,
+    kernel_table,
+    reach_fraction,
+    reachable_scale,
+    scaled_table,
+    wall_slope,
+)
 from .base import Sampler
 
 
@@ -75,7 +87,8 @@ def wlmd_step(task: Task, window: Window, walkers: Walkers, est: Estimate, md: L
     to S_true * T (5 % too steep at gamma = 0.1; negligible at the study's gamma <= 1e-2). BAOAB
     samples at T = 1 for any gamma. Positions are reflected at the weight box (velocity reversed).
     `deposits` is the kernel (``kernel_table``); with `region` (n_x, n_y) bool, the bins reached so
-    far, the slopes take no difference across its edges (``entropy_slopes``).
+    far, the slopes take no difference across its edges (``entropy_slopes``). The walkers'
+    offsets inside their bins go to the estimate (``reach_fraction``).
     walkers.x/y/ix/iy are left at the CVs of the weights before the move (``Walkers.refresh``
     brings them up to date).
     """
@@ -86,9 +99,9 @@ def wlmd_step(task: Task, window: Window, walkers: Walkers, est: Estimate, md: L
         x, y, hard = task.md_cvs(w)
         xd, yd = x.detach().double(), y.detach().double()
         ix, iy, inside = window.bin(xd, yd)
-        if update and not est.converged:
-            deposit_kernel(est, ix, iy, inside, deposits, hard)
         fx, fy = window.fractional(xd, yd)
+        if update and not est.converged:
+            deposit_kernel(est, ix, iy, inside, deposits, hard, (fx - ix, fy - iy))
         du_dx, du_dy = entropy_slopes(est.ln_g, fx, fy, grid.x.width, grid.y.width, region)
         du_dx = du_dx + wall_slope(xd, *md.x_range, md.wall_strength)
         du_dy = du_dy + wall_slope(yd, *md.y_range, md.wall_strength)
@@ -124,25 +137,31 @@ def reflect_at_box(params: torch.Tensor, velocities: torch.Tensor, lo: torch.Ten
 class WLMD(Sampler):
     """Wang-Landau molecular dynamics (``wlmd_step``). Its counters are walker-steps and those
     inside the window (the rest were in the soft walls). It keeps the kernel's scaling to the
-    region visited so far (``reachable_scale``), renewed at synchronisations when the region grew
-    (every rank of a window has the same merged visits then). Runs begun before the scaling
-    existed have none in their checkpoints and continue as they began, with the window's edges only."""
+    region visited so far (``reachable_scale``), renewed at synchronisations when the region grew,
+    and the bins' reachable fractions (``reach_fraction``), renewed at every synchronisation (every
+    rank of a window has the same merged estimate then). Runs begun before the scaling or the
+    fractions existed have none in their checkpoints and continue as they began, with the window's
+    edges only or whole bins."""
 
     kind = "wlmd"
     rate_label = "in"
     carries_velocities = True
+    keeps_offsets = True
 
     def __init__(self, cfg, task, window, device):
         super().__init__(cfg, task, window, device)
         self.langevin = Langevin.from_config(cfg, window, device)
         self.counters = MDCounters.zeros(device)
-        self.set_edges(torch.zeros(window.shape, dtype=torch.float64, device=device))
+        self.mirrored = kernel_table(window.shape, self.langevin.kernel)
+        self.set_edges(torch.zeros(window.shape, dtype=torch.float64, device=device),
+                       torch.ones(window.shape, dtype=torch.float64, device=device))
 
-    def set_edges(self, scale: torch.Tensor | None) -> None:
+    def set_edges(self, scale: torch.Tensor | None, fraction: torch.Tensor | None) -> None:
         """The kernel's scaling to the reached region (``reachable_scale``; None: the window's and
-        the grid's edges only), and the deposit table and region mask that follow from it."""
-        self.edge_scale = scale
-        self.deposits = kernel_table(self.window.shape, self.langevin.kernel, scale)
+        the grid's edges only), the bins' reachable fractions (``reach_fraction``; None: whole
+        bins), and the deposit table and region mask that follow from them."""
+        self.edge_scale, self.fraction = scale, fraction
+        self.deposits = scaled_table(self.mirrored, scale, fraction)
         self.region = None if scale is None else scale > 0
 
     @property
@@ -161,8 +180,18 @@ class WLMD(Sampler):
         wlmd_step(self.task, self.window, walkers, est, self.langevin, self.counters, gen, self.deposits, self.region)
 
     def at_sync(self, step: int, est: Estimate) -> None:
+        scale, fraction = self.edge_scale, self.fraction
         if self.region is not None and not torch.equal(self.region, est.visits > 0):
-            self.set_edges(reachable_scale(est.visits, self.langevin.kernel, self.edge_scale))
+            scale = reachable_scale(est.visits, self.langevin.kernel, self.edge_scale)
+        moments = est.offset_moments()
+        if fraction is not None and moments is not None:
+            ends = (self.window.lo == 0, self.window.hi == self.window.grid.x.bins)
+            fraction = reach_fraction(est.visits, moments, ends)
+        if scale is not self.edge_scale or (fraction is not None and not torch.equal(fraction, self.fraction)):
+            self.set_edges(scale, fraction)
+
+    def bin_ln_g(self, ln_g: torch.Tensor) -> torch.Tensor:
+        return bin_ln_g(ln_g, self.fraction)
 
     def end_block(self, walkers: Walkers) -> None:
         walkers.refresh(self.task, self.window)
@@ -171,14 +200,15 @@ class WLMD(Sampler):
         return self.counters.steps, self.counters.inside
 
     def state(self) -> dict[str, np.ndarray]:
+        optional = {"edge_scale": self.edge_scale, "reach_fraction": self.fraction}
         return {"steps": self.counters.steps.cpu().numpy(), "inside": self.counters.inside.cpu().numpy(),
-                **({} if self.edge_scale is None else {"edge_scale": self.edge_scale.cpu().numpy()})}
+                **{key: value.cpu().numpy() for key, value in optional.items() if value is not None}}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.counters = MDCounters(torch.as_tensor(state["steps"], device=self.device),
                                    torch.as_tensor(state["inside"], device=self.device))
-        scale = state.get("edge_scale")
-        self.set_edges(None if scale is None else torch.as_tensor(scale, device=self.device))
+        scale, fraction = (state.get(key) for key in ("edge_scale", "reach_fraction"))
+        self.set_edges(*(None if a is None else torch.as_tensor(a, device=self.device) for a in (scale, fraction)))
 
     def kinetic_temperature(self, walkers: Walkers) -> float:
         return float(walkers.velocities.double().square().mean())
