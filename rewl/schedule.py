@@ -31,7 +31,7 @@ class Schedule:
         diagnostics, then the ln f update; identical on every rank of a window (it sees the merged
         estimate)."""
         est.flatness = flatness(est.hist, est.visits, self.cfg.min_visit_fraction, est.ln_g, self.cfg.decide_depth)
-        est.flatness_all, est.rare_fraction = visit_diagnostics(est.hist, est.visits)
+        est.flatness_all, est.rare_fraction = visit_diagnostics(est.hist, est.visits, est.reach)
         if est.converged:
             return
         # t of the 1/t schedule: Monte Carlo time per bin of one walker (the estimate is their average)

@@ -37,6 +37,8 @@ class Estimate:
     rare_fraction: float = float("nan")  # visited bins with visits below 10 % of the median
     ln_g_change: float = float("nan")  # max |change of ln g| since the previous checkpoint, after its constant
     ln_g_checkpoint: torch.Tensor | None = None  # (n_x, n_y) ln g at the previous checkpoint
+    reach: torch.Tensor | None = None  # (n_x, n_y) wlmd: the bins' reachable fractions, set by the sampler at
+                                       # each synchronisation (``reach_fraction``); not stored with the estimate
 
     @classmethod
     def zeros(cls, shape: tuple[int, int], ln_f: float, device: torch.device, walkers: int = 1,
@@ -130,7 +132,7 @@ class KernelTable:
     """The WLMD deposit of a walker in each bin of a window (N = n_x n_y bins, flat index
     ix n_y + iy): the bins it reaches, `targets` (N, (2R + 1)^2), and their weights (N, (2R + 1)^2),
     per unit of ln f / M; and what its visit adds to the stage histogram, `visit_weight` (N,)
-    (1 / the bin's reachable fraction). Built by ``kernel_table``, read by ``deposit_kernel``."""
+    (1 / the bin's reachable fraction). Built by ``kernel_table`` and ``scaled_table``, read by ``deposit_kernel``."""
 
     targets: torch.Tensor
     weights: torch.Tensor
@@ -390,15 +392,17 @@ def flatness(hist: torch.Tensor, visits: torch.Tensor, min_fraction: float, ln_g
 RARE = 0.1     # a visited bin is rare below this fraction of the median visits of the visited bins
 
 
-def visit_diagnostics(hist: torch.Tensor, visits: torch.Tensor) -> tuple[float, float]:
+def visit_diagnostics(hist: torch.Tensor, visits: torch.Tensor, reach: torch.Tensor | None = None) -> tuple[float, float]:
     """(flatness over every visited bin: min H / mean H of the stage histogram; the fraction of
-    visited bins whose run visits are below RARE x their median). (0, nan) before any visit."""
+    visited bins whose run visits are below RARE x their median). (0, nan) before any visit.
+    With `reach` (``reach_fraction``) visits count per unit of reachable area: a bin the limit
+    cuts to a tenth is not rare for being visited a tenth as often."""
     visited = visits > 0
     if not bool(visited.any()):
         return 0.0, float("nan")
     h = hist[visited]
     mean = float(h.mean())
-    v = visits[visited]
+    v = (visits if reach is None else visits / reach)[visited]
     rare = float((v < RARE * v.median()).double().mean())
     return (float(h.min()) / mean if mean > 0 else 0.0), rare
 

@@ -113,6 +113,9 @@ def test_every_visited_bin_holds_the_schedule_back_and_diagnostics():
     assert flatness(hist, visits, 0.01) == 1.0                   # (what the old default let through)
     all_visited, rare = visit_diagnostics(hist, torch.tensor([[100.0, 100, 100], [100, 5, 100]]))
     assert all_visited == 0.0 and rare == pytest.approx(1 / 6)
+    # a bin the reachable limit cuts to 1/20 is not rare for having 1/20 of the visits (wlmd)
+    reach = torch.tensor([[1.0, 1, 1], [1, 0.05, 1]])
+    assert visit_diagnostics(hist, torch.tensor([[100.0, 100, 100], [100, 5, 100]]), reach)[1] == 0.0
     before = torch.tensor([[0.0, 1.0], [2.0, 3.0]], dtype=torch.float64)
     assert ln_g_change(before, before + 7.0, torch.ones(2, 2, dtype=torch.bool)) == 0.0   # a constant shift
     after = before + torch.tensor([[0.0, 0.0], [0.0, 0.4]], dtype=torch.float64)

@@ -189,6 +189,7 @@ class WLMD(Sampler):
             fraction = reach_fraction(est.visits, moments, ends)
         if scale is not self.edge_scale or (fraction is not None and not torch.equal(fraction, self.fraction)):
             self.set_edges(scale, fraction)
+        est.reach = self.fraction
 
     def bin_ln_g(self, ln_g: torch.Tensor) -> torch.Tensor:
         return bin_ln_g(ln_g, self.fraction)
