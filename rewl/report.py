@@ -63,7 +63,11 @@ def info(path: str) -> int:
 def _partial_bins(rec: RunRecord) -> None:
     """WLMD: the bins cut by the edge of the reachable region (``wl.reach_fraction`` < 1), whose
     ln g in the run file is that of their reachable part."""
+    if rec.sampler != "wlmd":
+        return
     if any(w.offset_moments() is None for w in rec.windows):
+        print("  bins partly reachable (wlmd): not tracked; this run began before rewl kept the walkers' offsets "
+              "inside their bins, and its bins count whole")
         return
     parts = []
     for k, w in enumerate(rec.windows):

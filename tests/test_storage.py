@@ -92,6 +92,10 @@ def test_schema_2_runs_read_and_resume_to_the_same_bits(tmp_path, kind):
     for a, b in zip(got.windows, want.windows):
         for name in ("ln_g", "hist", "visits", "accuracy_sum", "ln_f", "stage", "one_over_t", "converged", "flatness"):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+        assert a.offset_moments() is None        # it continues with whole bins, as it began
+    info = run_rewl(["info", str(tmp_path / "run")])
+    assert info.returncode == 0, info.stderr
+    assert ("bins partly reachable (wlmd): not tracked" in info.stdout) == (kind == "wlmd"), info.stdout
 
 
 def _set_schema(path, version: int, drop: tuple[str, ...] = ()) -> None:
