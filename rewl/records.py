@@ -54,14 +54,14 @@ class EstimateRecord:
     offset_y_sum: np.ndarray | None = compressed(None)
     offset_x_sq_sum: np.ndarray | None = compressed(None)   # of u^2
     offset_y_sq_sum: np.ndarray | None = compressed(None)
-
-    def offset_moments(self) -> tuple[np.ndarray, ...] | None:
-        return offset_moments(self)
     # diagnostics (nan in files of schemas 1 and 2, which lack them)
     flatness_all: float = float("nan")        # min H / mean H over every visited bin
     rare_fraction: float = float("nan")       # visited bins with visits below 10 % of the median
     ln_g_change: float = float("nan")         # max |change of ln g| since the previous checkpoint, after its constant
     ln_g_checkpoint: np.ndarray | None = compressed(None)   # ln g at the previous checkpoint (checkpoints only)
+
+    def offset_moments(self) -> tuple[np.ndarray, ...] | None:
+        return offset_moments(self)
 
 
 @dataclass(kw_only=True)

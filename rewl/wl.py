@@ -201,9 +201,9 @@ def deposit_kernel(est: Estimate, ix: torch.Tensor, iy: torch.Tensor, inside: to
             total.view(-1).index_add_(0, own, value)
 
 
-def reachable_scale(visits: torch.Tensor, kernel: torch.Tensor, start: torch.Tensor | None = None,
+def reachable_scale(visits: torch.Tensor, mirrored: KernelTable, start: torch.Tensor | None = None,
                     tolerance: float = 1e-10, max_iterations: int = 100_000) -> torch.Tensor:
-    """Symmetric Sinkhorn scaling of the mirrored kernel (``kernel_table``) to the reachable
+    """Symmetric Sinkhorn scaling of the `mirrored` kernel table (``kernel_table``) to the reachable
     region R, the bins visited so far (the region a task's CVs can reach is not known in advance):
     d (n_x, n_y) with d_a sum_{b in R} K_ab d_b = 1 for every bin a of R, and 0 outside R.
 
@@ -219,7 +219,6 @@ def reachable_scale(visits: torch.Tensor, kernel: torch.Tensor, start: torch.Ten
     members = region.nonzero().squeeze(1)                       # (N_R,)
     if members.numel() == 0:
         return d.view(n_x, n_y)
-    mirrored = kernel_table((n_x, n_y), kernel)
     targets = mirrored.targets[members]                         # (N_R, (2R + 1)^2)
     weight = mirrored.weights[members] * region[targets]        # K restricted to R
     d_r = torch.ones(len(members), dtype=torch.float64, device=visits.device)

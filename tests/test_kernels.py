@@ -397,7 +397,7 @@ def _band(n_x: int = 12, n_y: int = 30) -> torch.Tensor:
 def test_scaled_kernel_raises_a_band_region_evenly_and_is_symmetric(width):
     band = _band()
     shape, kernel = tuple(band.shape), gaussian_kernel(width)
-    scale = reachable_scale(band.double(), kernel)
+    scale = reachable_scale(band.double(), kernel_table(shape, kernel))
     assert torch.equal(scale > 0, band)
     ix, iy = band.nonzero(as_tuple=True)              # one walker in every bin of the band
     raised = {}
@@ -417,7 +417,7 @@ def test_scaled_kernel_raises_a_band_region_evenly_and_is_symmetric(width):
     inner = dense[band.reshape(-1)][:, band.reshape(-1)]
     np.testing.assert_allclose(inner.numpy(), inner.T.numpy(), atol=1e-12)
     # where every bin is reachable the mirror is already right: the scaling is 1
-    np.testing.assert_allclose(reachable_scale(torch.ones(shape, dtype=torch.float64), kernel).numpy(), 1.0, atol=1e-9)
+    np.testing.assert_allclose(reachable_scale(torch.ones(shape, dtype=torch.float64), kernel_table(shape, kernel)).numpy(), 1.0, atol=1e-9)
 
 
 def test_reach_fraction_of_bins_cut_by_the_region_edge_and_the_per_area_deposit():
@@ -455,7 +455,8 @@ def test_reach_fraction_of_bins_cut_by_the_region_edge_and_the_per_area_deposit(
     # a histogram flat per unit of reachable area (a bin visited in proportion to its fraction)
     # raises ln g (per unit area) evenly over the band, and fills the stage histogram evenly
     kernel = gaussian_kernel(1.5)
-    table = kernel_table(tuple(band.shape), kernel, reachable_scale(band.double(), kernel), expected)
+    table = kernel_table(tuple(band.shape), kernel, reachable_scale(band.double(), kernel_table(tuple(band.shape), kernel)),
+                         expected)
     est = Estimate.zeros(tuple(band.shape), 1.0, torch.device("cpu"), walkers=1, with_offsets=True)
     for bins, weight in ((band & ~top & ~bottom, 1.0), (top, 1 / 3), (bottom, 1 / 4)):
         bx, by = bins.nonzero(as_tuple=True)

@@ -182,7 +182,7 @@ class WLMD(Sampler):
     def at_sync(self, step: int, est: Estimate) -> None:
         scale, fraction = self.edge_scale, self.fraction
         if self.region is not None and not torch.equal(self.region, est.visits > 0):
-            scale = reachable_scale(est.visits, self.langevin.kernel, self.edge_scale)
+            scale = reachable_scale(est.visits, self.mirrored, self.edge_scale)
         moments = est.offset_moments()
         if fraction is not None and moments is not None:
             ends = (self.window.lo == 0, self.window.hi == self.window.grid.x.bins)
