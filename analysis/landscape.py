@@ -120,7 +120,7 @@ def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5)
                                 "(not converged?)")
         offsets.append(offsets[-1] + shift)
         rows = range(1, hi - lo - 1) if hi - lo > 2 else range(hi - lo)
-        diffs = [abs(_row_mean(ga[i], va[i], y) - _row_mean(gb[i], vb[i], y)) for i in rows]
+        diffs = [abs(row_mean(ga[i], va[i], y) - row_mean(gb[i], vb[i], y)) for i in rows]
         mismatch = float(np.nanmax(diffs)) if diffs and np.isfinite(diffs).any() else float("nan")
         pairs.append(PairJoin((k, k + 1), n_common, shift, rms, mismatch))
 
@@ -147,7 +147,7 @@ def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5)
     return Landscape(rec.x_edges, rec.y_edges, entropy, visited, pairs, rec.x_label, rec.y_label, accuracy)
 
 
-def _row_mean(ln_g_row: np.ndarray, visits_row: np.ndarray, y: np.ndarray) -> float:
+def row_mean(ln_g_row: np.ndarray, visits_row: np.ndarray, y: np.ndarray) -> float:
     """sum y e^S / sum e^S over the visited bins of one x row (nan if none); y is (n_y,), one
     value per bin (the bin centres, or any per-bin quantity)."""
     seen = visits_row > 0
@@ -165,7 +165,7 @@ def equilibrium(land: Landscape) -> tuple[np.ndarray, np.ndarray]:
     for i, (s, seen) in enumerate(zip(land.entropy, land.visited)):
         if not seen.any():
             continue
-        mean[i] = _row_mean(s, seen, y)              # log-sum-exp inside: no overflow at any S
+        mean[i] = row_mean(s, seen, y)              # log-sum-exp inside: no overflow at any S
         top[i] = float(y[seen][np.argmax(s[seen])])
     return mean, top
 
@@ -175,7 +175,7 @@ def equilibrium_accuracy(land: Landscape) -> np.ndarray | None:
     accuracy recorded in each bin: (n_x,), or None when the run recorded none."""
     if land.accuracy is None:
         return None
-    return np.array([_row_mean(s, seen, a) for s, seen, a in zip(land.entropy, land.visited, land.accuracy)])
+    return np.array([row_mean(s, seen, a) for s, seen, a in zip(land.entropy, land.visited, land.accuracy)])
 
 
 @dataclass

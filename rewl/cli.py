@@ -129,6 +129,20 @@ def run_checked(cfg: Config, out_dir: str, resume: bool, force: bool, stop: Stop
     return run_or_abort(go, env_rank())
 
 
+def walls_note(n_params: int, wall_strength: float, x_width: float) -> str:
+    """`check`'s estimate of where WLMD walkers settle past a window's edge, with advice for when
+    that is beyond one x bin (walkers there update no ln g: the window never fills)."""
+    from .samplers.wlmd import wall_settling
+    d = wall_settling(n_params, wall_strength)
+    note = (f"at an entropy slope of n_params / 2 = {n_params / 2:,.0f} per unit of x (a loss quadratic in the "
+            f"weights), walkers settle about {d:.3g} past a window's edge (x bins {x_width:g})")
+    if d > x_width:
+        note += (f"; where S rises that fast (large weights) only wall_strength {wall_settling(n_params, x_width):,.0f} or "
+                 "more holds them within one bin: if in= falls in the progress line, raise it and watch T= (stiffer "
+                 "walls may need a smaller dt)")
+    return note
+
+
 def check(cfg: Config, out_dir: str) -> int:
     """Print what the deck would run: task, parameter count, grid, windows, rank layout."""
     import torch
@@ -141,8 +155,10 @@ def check(cfg: Config, out_dir: str) -> int:
     try:
         task = None if custom else make_task(cfg, torch.device("cpu"))
         described = "custom: given from Python (rewl.run(deck, task=...))" if custom else task.describe()
+        count = None if custom else task.n_params
     except DataError as exc:           # a deck can be checked before its data is in place
-        task, described = None, describe_unbuilt(cfg, str(exc))
+        task = None
+        described, count = describe_unbuilt(cfg, str(exc))
     x_label, y_label = ("x", "y") if task is None else (task.x_label, task.y_label)
     windows = Window.split(grid, cfg.windows.count, cfg.windows.overlap)
     w = cfg.windows
@@ -155,6 +171,8 @@ def check(cfg: Config, out_dir: str) -> int:
         s = cfg.sampler
         print(f"  dynamics  {s.integrator} Langevin, kT = 1, dt {s.dt:g}, gamma {s.gamma:g}; ln g kernel sigma "
               f"{s.kernel_width:g} bins; soft walls c = {s.wall_strength:g}")
+        if count is not None:
+            print("  walls     " + walls_note(count, s.wall_strength, grid.x.width))
     print(f"  grid      x = {x_label}: {grid.x.bins} bins in [{grid.x.min:g}, {grid.x.max:g}]; "
           f"y = {y_label}: {grid.y.bins} bins in [{grid.y.min:g}, {grid.y.max:g}]")
     print(f"  ranks     {cfg.world_size} = {w.count} windows x {w.ranks_per_window} ranks per window "

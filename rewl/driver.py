@@ -82,7 +82,8 @@ class Engine:
         self.history: list[tuple[int, np.ndarray, np.ndarray]] = []
         self.statuses: list[RankStatus] = []
         self.progress = ProgressLine(cfg.windows.count, cfg.windows.ranks_per_window, self.sampler.rate_label,
-                                     self.schedule, cfg.run.max_steps, cfg.output.log_interval)
+                                     self.schedule, cfg.run.max_steps, cfg.output.log_interval,
+                                     self.sampler.low_rate_hint)
 
     def map_devices(self) -> str:
         """Collective: every rank's device; refuses two ranks on one GPU unless the deck allows it.

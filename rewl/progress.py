@@ -23,26 +23,32 @@ class ProgressLine:
     temperature under wlmd); swap acceptance per window pair and the walkers' round trips between
     the end windows; ln f progress; elapsed time and the time left in the step budget."""
 
-    HOT = 1.5     # kinetic temperature above which the Langevin integration is called unstable
+    HOT = 1.5       # kinetic temperature above which the Langevin integration is called unstable
+    LOW_RATE = 0.5  # a window's move rate under which `low_rate_hint` is shown (when there is one)
 
     def __init__(self, n_windows: int, ranks_per_window: int, rate_label: str, schedule: Schedule,
-                 max_steps: int, log_interval: float):
+                 max_steps: int, log_interval: float, low_rate_hint: str = ""):
         self.n_windows, self.ranks_per_window = n_windows, ranks_per_window
         self.rate_label, self.schedule = rate_label, schedule
         self.max_steps, self.log_interval = max_steps, log_interval
+        self.low_rate_hint = low_rate_hint
         self.last_log = 0.0
-        self.warned_hot = False
+        self.warned_hot = self.warned_low = False
         self.tty = sys.stdout.isatty()
 
     def _window(self, statuses: list[RankStatus], k: int) -> list[RankStatus]:
         return statuses[k * self.ranks_per_window: (k + 1) * self.ranks_per_window]
 
+    def rates(self, statuses: list[RankStatus]) -> list[float]:
+        """Each window's move rate (accepted / attempted over its ranks)."""
+        return [sum(r.move_accepted for r in ranks) / max(1.0, sum(r.move_attempted for r in ranks))
+                for ranks in (self._window(statuses, k) for k in range(self.n_windows))]
+
     def line(self, step: int, statuses: list[RankStatus], elapsed: float, seconds_left: float) -> str:
         parts = []
-        for k in range(self.n_windows):
+        for k, rate in enumerate(self.rates(statuses)):
             ranks = self._window(statuses, k)
             lead = ranks[0]
-            rate = sum(r.move_accepted for r in ranks) / max(1.0, sum(r.move_attempted for r in ranks))
             part = (f"w{k}{'*' if lead.converged else ''} lnf={lead.ln_f:.2e} flat={lead.flatness:.2f}"
                     f"/{lead.flatness_all:.2f} rare={lead.rare_fraction:.2f}"
                     + (f" dS={lead.ln_g_change:.2g}" if np.isfinite(lead.ln_g_change) else "")
@@ -76,6 +82,12 @@ class ProgressLine:
             self.warned_hot = True
             print(f"\nrewl: warning: kinetic temperature {hot:.3g} (should be 1): the Langevin integration is "
                   "unstable; lower [sampler] dt or wall_strength", file=sys.stderr, flush=True)
+        attempted = [sum(r.move_attempted for r in self._window(statuses, k)) for k in range(self.n_windows)]
+        low = [k for k, rate in enumerate(self.rates(statuses)) if attempted[k] > 0 and rate < self.LOW_RATE]
+        if due and low and self.low_rate_hint and not self.warned_low:
+            self.warned_low = True
+            print(f"\nrewl: warning: {self.rate_label} under {self.LOW_RATE:g} in window(s) "
+                  f"{', '.join(map(str, low))}: {self.low_rate_hint}", file=sys.stderr, flush=True)
         if due:
             print(("\r" if self.tty else "") + text, flush=True)
             self.last_log = now

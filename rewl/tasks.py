@@ -491,17 +491,20 @@ class HousePricesTask(RegressionTask):
                 f"houses of {self.data_path}; MSE of standardised ln(SalePrice)")
 
 
-def describe_unbuilt(cfg: Config, problem: str) -> str:
-    """The deck's network and the reason its task could not be built (for `check` without data)."""
+def describe_unbuilt(cfg: Config, problem: str) -> tuple[str, int]:
+    """The deck's network and the reason its task could not be built (for `check` without data),
+    and the network's parameter count."""
     m = cfg.model
     if cfg.task.kind == "mnist":
-        net = network_summary("mnist", SmallCNN(2, m.activation))
+        module = SmallCNN(2, m.activation)
+        net = network_summary("mnist", module)
     elif cfg.task.kind == "cifar10":
-        net = network_summary("cifar10", ResNet10(activation=m.activation))
+        module = ResNet10(activation=m.activation)
+        net = network_summary("cifar10", module)
     else:
-        widths = " -> ".join(map(str, [cfg.task.features, *m.hidden, 1]))
-        net = f"FNN {widths} ({n_params(FNN(cfg.task.features, m.hidden, 1, m.activation))} parameters)"
-    return f"{cfg.task.kind}: {net}; NOT READY: {problem}"
+        module = FNN(cfg.task.features, m.hidden, 1, m.activation)
+        net = f"FNN {' -> '.join(map(str, [cfg.task.features, *m.hidden, 1]))} ({n_params(module)} parameters)"
+    return f"{cfg.task.kind}: {net}; NOT READY: {problem}", n_params(module)
 
 
 class BoxQuadraticTask(Task):

@@ -231,6 +231,8 @@ def test_house_prices_needs_pandas_and_says_which_extra(tmp_path, monkeypatch):
 def test_house_prices_deck_checks_then_runs(tmp_path):
     shipped = run_rewl(["check", str(ROOT / "inputs" / "house_prices.toml")])
     assert shipped.returncode == 0 and "FNN 331 -> 20 -> 1 (6661 parameters); NOT READY" in shipped.stdout
+    # the walls' estimate needs only the parameter count, not the data: 6661 / (4 x 3000)
+    assert "n_params / 2 = 3,330 per unit of x" in shipped.stdout and "settle about 0.555 past" in shipped.stdout
     path, expected = _kaggle_csv(tmp_path / "train.csv")
     deck = tmp_path / "house.toml"
     deck.write_text(deck_text("features", task={"kind": "house_prices", "data": "train.csv", "features": expected},

@@ -140,3 +140,38 @@ def test_spiral_regression_runs_trains_baselines_and_is_analysed(make_deck, tmp_
     assert proc.returncode == 0, proc.stderr
     assert "y = ln L_test" in proc.stdout and "<A> eq" not in proc.stdout
 
+
+
+def test_walls_note_and_the_soft_wall_warning(capsys):
+    """`check` estimates how far past a window's edge the soft walls let walkers settle against an
+    entropy slope of n_params / 2, with advice beyond one bin; the progress line warns once, under
+    wlmd only, when a window's walkers spend most steps in the walls."""
+    from rewl.cli import walls_note
+    from rewl.config import ScheduleConfig
+    from rewl.progress import ProgressLine
+    from rewl.samplers.wlmc import WLMC
+    from rewl.samplers.wlmd import WLMD
+    from rewl.schedule import make_schedule
+    from rewl.status import RankStatus
+
+    held = walls_note(116, 300.0, 0.1)                  # the spiral_md deck: 58 / 600 = 0.0967
+    assert "0.0967 past" in held and "or more" not in held
+    loose = walls_note(38_501, 3000.0, 0.1)              # the 38,501-parameter head at c = 3000
+    assert "19,250 per unit" in loose and "3.21 past" in loose and "wall_strength 96,252 or more" in loose
+
+    def status(window: int, attempted: float, accepted: float) -> RankStatus:
+        return RankStatus(window, 1.0, 0.0, False, False, 0, False, attempted, accepted, 1.0, 0.0, 0.0,
+                          0, 0.0, 0.0, 0.0, float("nan"), 0.0)
+
+    schedule = make_schedule(ScheduleConfig())
+    md_line = ProgressLine(2, 1, WLMD.rate_label, schedule, 100, 0.0, WLMD.low_rate_hint)
+    md_line.show(0, [status(0, 0.0, 0.0), status(1, 0.0, 0.0)], 0.0, 1.0)      # before any step: quiet
+    assert "warning" not in capsys.readouterr().err
+    md_line.show(10, [status(0, 100.0, 90.0), status(1, 100.0, 3.0)], 1.0, 1.0)
+    err = capsys.readouterr().err
+    assert "in under 0.5 in window(s) 1:" in err and "raise [sampler] wall_strength" in err
+    md_line.show(20, [status(0, 200.0, 180.0), status(1, 200.0, 6.0)], 2.0, 1.0)  # once only
+    assert "warning" not in capsys.readouterr().err
+    mc_line = ProgressLine(2, 1, WLMC.rate_label, schedule, 100, 0.0, WLMC.low_rate_hint)
+    mc_line.show(10, [status(0, 100.0, 20.0), status(1, 100.0, 3.0)], 1.0, 1.0)  # a low acceptance is no fault
+    assert "warning" not in capsys.readouterr().err

@@ -25,6 +25,7 @@ class Sampler(ABC):
 
     kind: str
     rate_label: str            # the progress line's name for accepted / attempted
+    low_rate_hint = ""         # what a rate under ``ProgressLine.LOW_RATE`` means, for the warning
     carries_velocities = False  # walkers have velocities (they travel in exchanges and checkpoints)
     keeps_offsets = False      # the estimate sums the walkers' offsets inside their bins (``wl.reach_fraction``)
 

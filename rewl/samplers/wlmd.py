@@ -63,6 +63,15 @@ class MDCounters:
         self.inside.zero_()
 
 
+def wall_settling(n_params: int, wall_strength: float) -> float:
+    """How far past a window's edge walkers settle, in units of the CV, where the walls' slope
+    2 c d balances an entropy rising by n_params / 2 per unit of the CV: the slope of S in ln L
+    where the loss is quadratic in every weight (large weights). It is flatter near a minimum (only
+    the directions that change the loss count) and steeper where the loss grows more slowly than
+    quadratically (MNIST just below its plateau of uniform outputs)."""
+    return n_params / (4.0 * wall_strength)
+
+
 def thermal_velocities(like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Maxwell velocities at kT = 1 and unit mass: standard normal, shape of `like`."""
     return torch.randn(like.shape, generator=gen, device=like.device, dtype=like.dtype)
@@ -145,6 +154,9 @@ class WLMD(Sampler):
 
     kind = "wlmd"
     rate_label = "in"
+    low_rate_hint = ("walkers sit in the soft walls outside their windows, where ln g is not updated; raise "
+                     "[sampler] wall_strength (`rewl check` estimates how far past the edge they settle) and "
+                     "watch T= (stiffer walls may need a smaller dt)")
     carries_velocities = True
     keeps_offsets = True
 
