@@ -165,7 +165,7 @@ def equilibrium(land: Landscape) -> tuple[np.ndarray, np.ndarray]:
     for i, (s, seen) in enumerate(zip(land.entropy, land.visited)):
         if not seen.any():
             continue
-        mean[i] = row_mean(s, seen, y)              # log-sum-exp inside: no overflow at any S
+        mean[i] = row_mean(s, seen, y)               # log-sum-exp inside: no overflow at any S
         top[i] = float(y[seen][np.argmax(s[seen])])
     return mean, top
 
