@@ -357,21 +357,22 @@ class Engine:
             round_trips=self.round_trips())
 
 
+def _refused(comm: Comm, problem: str | None) -> bool:
+    """Collective: rank 0's problem (if any) reaches every rank, and rank 0 prints it."""
+    problem = comm.bcast_text(problem)
+    if problem and comm.is_root:
+        print(f"rewl: error: {problem}", file=sys.stderr, flush=True)
+    return problem is not None
+
+
 def run_deck(cfg: Config, out_dir: str, resume: bool, force: bool, stop: StopRequest,
              custom_task: TaskFactory | None = None) -> int:
     """Run (or resume) a deck under MPI; returns the process exit code. `stop` was created before
-    any heavy work (see StopRequest); `custom_task` builds the task of a ``kind = "custom"`` deck."""
+    any heavy work (see StopRequest); `custom_task` builds the task of a ``kind = "custom"`` deck.
+    Rank 0 holds the directory's writer lock (``RunStore.lock``) from its checks to the end."""
     comm = Comm(cfg.windows.count, cfg.windows.ranks_per_window)
     store = RunStore(out_dir)
-
-    def refused(problem: str | None) -> bool:
-        """Collective: rank 0's problem (if any) reaches every rank, and rank 0 prints it."""
-        problem = comm.bcast_text(problem)
-        if problem and comm.is_root:
-            print(f"rewl: error: {problem}", file=sys.stderr, flush=True)
-        return problem is not None
-
-    problem = None
+    problem, stored = None, None
     if comm.is_root:
         try:
             if resume:
@@ -386,14 +387,26 @@ def run_deck(cfg: Config, out_dir: str, resume: bool, force: bool, stop: StopReq
                                f"{', '.join(diffs)} (only [run] max_steps, [output] and [baseline] may change{started})")
             else:
                 problem = store.problem_for_new_run(force)
+            problem = problem or store.lock()
         except StorageError as exc:
             problem = str(exc)
-    if refused(problem):
-        return 2
+    try:
+        if _refused(comm, problem):
+            return 2
+        return _run_locked(cfg, comm, store, stored, resume, stop, custom_task)
+    finally:
+        store.unlock()
+
+
+def _run_locked(cfg: Config, comm: Comm, store: RunStore, stored: RunRecord | None, resume: bool,
+                stop: StopRequest, custom_task: TaskFactory | None) -> int:
+    """The rest of ``run_deck``: build the engine, prepare the directory, run, report. `stored`:
+    the run file's record on rank 0 of a resume (None elsewhere)."""
     engine = Engine(cfg, comm, store, stop, custom_task)     # data and task problems end here, before any write
-    if resume and comm.is_root and stored.task != engine.task.name:
-        problem = f"{cfg.path}: cannot resume {out_dir}: it is a run of task {stored.task!r}, this is {engine.task.name!r}"
-    if refused(problem):
+    problem = None
+    if stored is not None and stored.task != engine.task.name:
+        problem = f"{cfg.path}: cannot resume {store.dir}: it is a run of task {stored.task!r}, this is {engine.task.name!r}"
+    if _refused(comm, problem):
         return 2
     if not resume and comm.is_root:
         store.prepare_new()

@@ -12,9 +12,11 @@ strings (RNG states of numpy as JSON text) only.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import socket
 import types
 import typing
 from dataclasses import MISSING as dataclasses_missing
@@ -221,9 +223,11 @@ class RunStore:
 
     RUN_FILE = "run.h5"
     CKPT_DIR = "checkpoints"
+    LOCK_FILE = ".lock"          # held (flock) by the writing run's rank 0 while it lives
 
     def __init__(self, directory: str | Path):
         self.dir = Path(directory)
+        self._lock_fd: int | None = None
 
     @property
     def run_path(self) -> Path:
@@ -243,6 +247,37 @@ class RunStore:
             return (f"output directory {self.dir} already holds a run; pass --force to overwrite it "
                     "or --resume to continue it")
         return None
+
+    def lock(self) -> str | None:
+        """Take the directory's writer lock, an exclusive flock on LOCK_FILE that the kernel drops
+        when this process ends, however it ends. Returns why not when another live process holds
+        it (its pid and host are in the file), else None. Two runs writing one directory would
+        mix their files: a second `run --force` or `--resume` started while the first still
+        writes (for example its stop checkpoint) is refused. On a filesystem without flock the
+        run goes on unlocked."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / self.LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            return (f"output directory {self.dir} is being written by another rewl run (process {holder}); "
+                    "wait for it to end, or stop it, before running here again")
+        except OSError:
+            os.close(fd)
+            return None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} on {socket.gethostname()}".encode())
+        self._lock_fd = fd
+        return None
+
+    def unlock(self) -> None:
+        """Release the writer lock (if this store holds it)."""
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def prepare_new(self) -> None:
         """Create the directory; remove a previous run's files (only ours) when present."""

@@ -126,3 +126,23 @@ def test_deadline_stops_and_set_is_kept_for_resume(spiral_deck, tmp_path):
     assert rec.status == "budget-exhausted" and rec.overrides == ("run.seed=5",)
     info = run_rewl(["info", str(tmp_path / "run")])
     assert "--set run.seed=5" in info.stdout
+
+
+def test_a_second_run_into_a_live_run_directory_is_refused(spiral_deck, tmp_path):
+    """While a run writes its directory, `run --force` and `run --resume` into it stop at once with
+    exit 2 naming the writer; once it has ended the directory is free again."""
+    deck = spiral_deck(max_steps=STEPS, checkpoint_interval=500)
+    store = RunStore(tmp_path / "run")
+    first = _start(deck)
+    wait_for_checkpoint(store, first)
+    for flag in ("--force", "--resume"):
+        second = run_rewl(["run", str(deck), flag])
+        assert second.returncode == 2, second.stderr
+        assert f"is being written by another rewl run (process {first.pid} on " in second.stderr, second.stderr
+    assert first.poll() is None                       # the first run went on untouched
+    first.send_signal(signal.SIGTERM)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    proc = run_rewl(["run", str(deck), "--force", "--set", "run.max_steps=200"])
+    assert proc.returncode == 0, proc.stderr
+    assert store.read_run().status == "budget-exhausted"

@@ -122,3 +122,17 @@ def test_schema_1_files_read_and_resume_and_unknown_schemas_are_refused(tmp_path
     proc = run_rewl(["run", str(deck), "--resume", "--out", str(tmp_path / "run")])
     assert proc.returncode == 0, proc.stderr
     assert np.isfinite(store.read_run().windows[0].ln_g).all()
+
+
+def test_the_directory_lock_admits_one_writer(tmp_path):
+    """The writer lock is exclusive between two stores of one directory (flock: even within one
+    process), names its holder, and is free again once released."""
+    import os
+    first, second = RunStore(tmp_path / "run"), RunStore(tmp_path / "run")
+    assert first.lock() is None
+    refusal = second.lock()
+    assert refusal and f"another rewl run (process {os.getpid()} on " in refusal and str(tmp_path / "run") in refusal
+    first.unlock()
+    assert second.lock() is None
+    second.unlock()
+    assert first.problem_for_new_run(force=False) is None      # the lock file alone is no run
