@@ -402,7 +402,7 @@ def _run_locked(cfg: Config, comm: Comm, store: RunStore, stored: RunRecord | No
                 stop: StopRequest, custom_task: TaskFactory | None) -> int:
     """The rest of ``run_deck``: build the engine, prepare the directory, run, report. `stored`:
     the run file's record on rank 0 of a resume (None elsewhere)."""
-    engine = Engine(cfg, comm, store, stop, custom_task)     # data and task problems end here, before any write
+    engine = Engine(cfg, comm, store, stop, custom_task)     # data and task problems end here: no run file yet
     problem = None
     if stored is not None and stored.task != engine.task.name:
         problem = f"{cfg.path}: cannot resume {store.dir}: it is a run of task {stored.task!r}, this is {engine.task.name!r}"
