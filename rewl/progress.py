@@ -39,16 +39,17 @@ class ProgressLine:
     def _window(self, statuses: list[RankStatus], k: int) -> list[RankStatus]:
         return statuses[k * self.ranks_per_window: (k + 1) * self.ranks_per_window]
 
-    def rates(self, statuses: list[RankStatus]) -> list[float]:
-        """Each window's move rate (accepted / attempted over its ranks)."""
-        return [sum(r.move_accepted for r in ranks) / max(1.0, sum(r.move_attempted for r in ranks))
+    def moves(self, statuses: list[RankStatus]) -> list[tuple[float, float]]:
+        """Each window's (accepted, attempted) move totals over its ranks."""
+        return [(sum(r.move_accepted for r in ranks), sum(r.move_attempted for r in ranks))
                 for ranks in (self._window(statuses, k) for k in range(self.n_windows))]
 
     def line(self, step: int, statuses: list[RankStatus], elapsed: float, seconds_left: float) -> str:
         parts = []
-        for k, rate in enumerate(self.rates(statuses)):
+        for k, (accepted, attempted) in enumerate(self.moves(statuses)):
             ranks = self._window(statuses, k)
             lead = ranks[0]
+            rate = accepted / max(1.0, attempted)
             part = (f"w{k}{'*' if lead.converged else ''} lnf={lead.ln_f:.2e} flat={lead.flatness:.2f}"
                     f"/{lead.flatness_all:.2f} rare={lead.rare_fraction:.2f}"
                     + (f" dS={lead.ln_g_change:.2g}" if np.isfinite(lead.ln_g_change) else "")
@@ -82,8 +83,8 @@ class ProgressLine:
             self.warned_hot = True
             print(f"\nrewl: warning: kinetic temperature {hot:.3g} (should be 1): the Langevin integration is "
                   "unstable; lower [sampler] dt or wall_strength", file=sys.stderr, flush=True)
-        attempted = [sum(r.move_attempted for r in self._window(statuses, k)) for k in range(self.n_windows)]
-        low = [k for k, rate in enumerate(self.rates(statuses)) if attempted[k] > 0 and rate < self.LOW_RATE]
+        low = [k for k, (accepted, attempted) in enumerate(self.moves(statuses))
+               if attempted > 0 and accepted < self.LOW_RATE * attempted]
         if due and low and self.low_rate_hint and not self.warned_low:
             self.warned_low = True
             print(f"\nrewl: warning: {self.rate_label} under {self.LOW_RATE:g} in window(s) "
