@@ -129,6 +129,21 @@ def run_checked(cfg: Config, out_dir: str, resume: bool, force: bool, stop: Stop
     return run_or_abort(go, env_rank())
 
 
+def units_note(cfg: Config, window_bins: int) -> str:
+    """`check`'s reading of ln f per walker visit for this deck: what one step of a window's walkers
+    deposits at the start, and the fewest steps 1/t needs to reach ln_f_final (t = 1 / ln_f_final
+    walker visits per bin, every bin of the widest window visited)."""
+    walkers = cfg.sampler.walkers_per_rank * cfg.windows.ranks_per_window
+    sched = cfg.schedule
+    first = sched.ln_f_initial      # under `ramp` the top of the ramp
+    note = (f"per walker visit: at ln f {first:.3g} one step of a window's {walkers:,} walkers adds "
+            f"{walkers * first:,.4g} to ln g ({walkers * first / window_bins:.3g} per bin of its {window_bins:,})")
+    if sched.kind == "1/t":
+        note += (f"; ln_f_final {sched.ln_f_final:g} needs {1 / sched.ln_f_final:,.0f} visits per bin after the "
+                 f"halving stages: at least {window_bins / (walkers * sched.ln_f_final):,.0f} steps")
+    return note
+
+
 def walls_note(n_params: int, wall_strength: float, x_width: float) -> str:
     """`check`'s estimate of where WLMD walkers settle past a window's edge, with advice for when
     that is beyond one x bin (walkers there update no ln g: the window never fills)."""
@@ -167,6 +182,7 @@ def check(cfg: Config, out_dir: str) -> int:
     print(f"  sampler   {cfg.sampler.kind}, {cfg.sampler.walkers_per_rank} walkers per rank, "
           f"schedule {cfg.schedule.kind} ln f {cfg.schedule.ln_f_initial:g} -> {cfg.schedule.ln_f_final:g}, "
           f"budget {cfg.run.max_steps} steps")
+    print("  ln f      " + units_note(cfg, max(win.n_x for win in windows) * grid.y.bins))
     if cfg.sampler.kind == "wlmd":
         s = cfg.sampler
         print(f"  dynamics  {s.integrator} Langevin, kT = 1, dt {s.dt:g}, gamma {s.gamma:g}; ln g kernel sigma "

@@ -205,6 +205,7 @@ class InitConfig:
     max_iterations: int = key(20_000, _positive)   # gradient steps to bring walkers into their window
     learning_rate: float = key(0.02, _positive)
     equilibration_steps: int = key(1000, _nonneg)  # moves inside the window before sampling starts
+    spread: bool = key(True)                       # drive walkers into every x bin of the window (false: its central half)
 
 
 @dataclass(frozen=True)

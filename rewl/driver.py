@@ -28,7 +28,7 @@ from .status import RankStatus
 from .stop import StopRequest
 from .storage import RunStore, StorageError
 from .tasks import TaskFactory, make_task
-from .walkers import Walkers, drive_into_window
+from .walkers import Walkers, drive_into_window, spread_targets
 from .wl import Estimate
 
 
@@ -111,7 +111,8 @@ class Engine:
                 if step >= max_steps: stop, budget-exhausted
                 advance sync_interval steps of every walker         (sampler, estimate)
                 merge the window's ln g increments                  (ranks of one window)
-                sampler at_sync                                     (WLMC adapts move sizes, WLMD its edges)
+                sampler at_sync                                     (WLMC adapts move sizes and levels
+                                                                     unvisited bins, WLMD its edges)
                 on check steps: flatness check, ln f schedule
                 share every rank's status                           (allgather)
                 on check steps: rank 0 records ln f and flatness
@@ -144,6 +145,7 @@ class Engine:
             self.advance(cfg.sampler.sync_interval)
             self.merge_window()
             self.sampler.at_sync(self.step, self.est)
+            self.remember_merged()
             if check(self.step):
                 self.check_flatness()
             self.share_status()
@@ -163,14 +165,17 @@ class Engine:
     # -- phases --------------------------------------------------------------------------------
 
     def initialise(self) -> None:
-        """Draw walkers in the box, drive them into the window, let the sampler equilibrate them
-        without updating ln g."""
+        """Draw walkers in the box, drive them into the window (spread over its x bins unless
+        [init] spread = false), let the sampler equilibrate them without updating ln g."""
         t0 = time.perf_counter()
         cfg, window = self.cfg, self.window
-        params = self.task.sample_uniform(cfg.sampler.walkers_per_rank, self.gen)
+        count = cfg.sampler.walkers_per_rank
+        params = self.task.sample_uniform(count, self.gen)
+        targets = (spread_targets(window, count, self.walkers_per_window, self.comm.local * count, self.device)
+                   if cfg.init.spread else window.x_range)
         try:
             params, self.init_iterations = drive_into_window(
-                self.task, params, window.x_range, window.y_range, cfg.init.max_iterations, cfg.init.learning_rate)
+                self.task, params, targets, window.y_range, cfg.init.max_iterations, cfg.init.learning_rate)
         except RuntimeError as exc:
             raise RuntimeError(f"window {window.index}: {exc}") from None
         self.walkers, inside = Walkers.at(self.task, params.detach(), window)
@@ -201,17 +206,18 @@ class Engine:
             base = self._merged[name]
             total = self.comm.window_sum((getattr(est, name) - base).cpu().numpy())
             setattr(est, name, base + torch.as_tensor(total, device=self.device))
-        self.remember_merged()
 
     def remember_merged(self) -> None:
-        """The estimate as merged: the next merge sums the increments since."""
+        """The estimate as merged, and as every rank of the window then changed it alike (the
+        sampler's at_sync, a new stage): the next merge sums the increments since."""
+        if self.comm.ranks_per_window == 1:
+            return
         self._merged = {name: getattr(self.est, name).clone() for name in self.est.merged_arrays()}
 
     def check_flatness(self) -> None:
         """The schedule's check (identical on the window's ranks: they see the merged estimate)."""
         self.schedule.check(self.est, self.step)
-        if self.comm.ranks_per_window > 1:
-            self.remember_merged()       # a new stage reset the histogram on every rank alike
+        self.remember_merged()
 
     def share_status(self) -> None:
         """Every rank learns every rank's status."""
@@ -220,7 +226,7 @@ class Engine:
         has_pair = w < self.comm.n_windows - 1
         mine = RankStatus(
             window=w, ln_f=est.ln_f, flatness=est.flatness, converged=est.converged, stop=self.stop.reason() is not None,
-            stage=est.stage, one_over_t=est.one_over_t, move_attempted=float(attempted.sum()),
+            stage=est.stage, one_over_t=est.one_over_t, clock_start=est.clock_start, move_attempted=float(attempted.sum()),
             move_accepted=float(accepted.sum()), kinetic_t=self.sampler.kinetic_temperature(self.walkers),
             swap_attempted=float(self.swaps.attempted[w]) if has_pair else 0.0,
             swap_accepted=float(self.swaps.accepted[w]) if has_pair else 0.0,
@@ -341,7 +347,7 @@ class Engine:
             windows.append(WindowRecord(
                 x_bins=(w.lo, w.hi), ln_g=values["ln_g"], hist=values["hist"], visits=values["visits"],
                 accuracy_sum=values.get("accuracy_sum"), **{name: values.get(name) for name in OFFSET_ARRAYS},
-                ln_f=lead.ln_f, stage=lead.stage,
+                ln_f=lead.ln_f, stage=lead.stage, per_visit=self.est.per_visit, clock_start=lead.clock_start,
                 one_over_t=lead.one_over_t, converged=lead.converged, flatness=lead.flatness,
                 flatness_all=lead.flatness_all, rare_fraction=lead.rare_fraction, ln_g_change=lead.ln_g_change,
                 init_iterations=max(r.init_iterations for r in ranks), init_seconds=max(r.init_seconds for r in ranks)))

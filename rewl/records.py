@@ -46,6 +46,9 @@ class EstimateRecord:
     one_over_t: bool
     converged: bool
     flatness: float                           # at the last flatness check
+    per_visit: bool = False                   # ln f per walker visit (schema 4); absent: per step of all
+                                              # M walkers, ln f / M per visit (runs begun before schema 4)
+    clock_start: float = 0.0                  # visits when the current stage (1/t: the stage before it) began
     accuracy_sum: np.ndarray | None = compressed(None)   # hard test accuracy summed over visits (wlmd with a
                                                      # smoothed accuracy as y); mean = accuracy_sum / visits
     # wlmd: the walkers' positions inside their bins, summed over visits (``wl.reach_fraction``;

@@ -9,7 +9,7 @@ import torch
 
 from .config import Config, DeckError, ScheduleConfig, parse
 from .storage import RunRecord, RunStore, StorageError
-from .wl import deep_bins, reach_fraction
+from .wl import deep_bins, reach_fraction, time_per_bin
 
 
 def open_run(path: str | Path) -> RunStore:
@@ -30,10 +30,11 @@ def info(path: str) -> int:
           + "".join(f" --set {o}" for o in rec.overrides))
     print(f"  grid x = {rec.x_label}: {len(rec.x_edges) - 1} bins in [{rec.x_edges[0]:g}, {rec.x_edges[-1]:g}]; "
           f"y = {rec.y_label}: {len(rec.y_edges) - 1} bins in [{rec.y_edges[0]:g}, {rec.y_edges[-1]:g}]")
+    print("  " + units_line(rec))
     move_rate = rec.move_accepted.sum(axis=1) / np.maximum(1, rec.move_attempted.sum(axis=1))
     # wlmd has no acceptance: its column is the fraction of walker-steps inside the window
     rate_name = "  inside  " if rec.sampler == "wlmd" else "acceptance"
-    print(f"  window  x range              ln f       stage  flat (all)   rare  d ln g  visited  deep  {rate_name}  "
+    print(f"  window  x range              ln f       stage        t  flat (all)   rare  d ln g  visited  deep  {rate_name}  "
           "init iters (s)")
     depth = decide_depth(rec)
     for k, w in enumerate(rec.windows):
@@ -41,11 +42,14 @@ def info(path: str) -> int:
         lo, hi = w.x_bins
         mark = " converged" if w.converged else (" 1/t" if w.one_over_t else "")
         print(f"  {k:<6d}  [{rec.x_edges[lo]:7.3f}, {rec.x_edges[hi]:7.3f})  {w.ln_f:9.3e}  {w.stage:5d}  "
+              f"{time_per_bin(w.visits, w.clock_start, w.per_visit, rec.steps):7.3g}  "
               f"{w.flatness:4.2f} ({_num(w.flatness_all, 2)})  {_num(w.rare_fraction, 3)}  {_num(w.ln_g_change, 3):>6}  "
               f"{int((w.visits > 0).sum()):7d}  {deep:4d}  {move_rate[k]:10.3f}  {w.init_iterations} ({w.init_seconds:.1f}){mark}")
-    print("  flat: the schedule's criterion (all: over every visited bin); rare: visited bins with visits below "
-          "10 % of the median;\n  d ln g: largest change of ln g since the previous checkpoint, after its constant; "
-          f"deep: visited bins more than decide_depth = {depth:g} below the top of their x row (not in the flat test)")
+    print("  t: 1/t's time (1/t sets ln f = 1/t once halving would go below it); flat: the schedule's criterion "
+          "(0 while a deep bin is a trap; all: over every visited bin);\n  rare: visited bins with visits below "
+          "10 % of the median; d ln g: largest change of ln g since the previous checkpoint, after its constant;\n  "
+          f"deep: visited bins more than decide_depth = {depth:g} below the top of their x row (not in the flat test "
+          "unless visited more than the rest: a trap)")
     _partial_bins(rec)
     for k in range(rec.n_windows - 1):
         rate = rec.swap_accepted[k] / max(1.0, rec.swap_attempted[k])
@@ -58,6 +62,17 @@ def info(path: str) -> int:
     if rec.task == "box_quadratic":
         _exact_check(rec)
     return 0
+
+
+def units_line(rec: RunRecord) -> str:
+    """What ln f and 1/t's t mean in this run: per walker visit (runs of schema 4 on), or per step of
+    all M walkers of a window (runs begun before; they keep that rule when they resume)."""
+    if all(w.per_visit for w in rec.windows):
+        return ("ln f: added to ln g per walker visit; t: walker visits per visited bin since the start of the last "
+                "halving stage")
+    walkers = rec.walkers_per_rank * rec.ranks_per_window
+    return (f"ln f: per step of all {walkers} walkers of a window (ln f / {walkers} per visit); t: steps per "
+            "visited bin (a run begun before rewl counted ln f per visit; it resumes with its own rule)")
 
 
 def _partial_bins(rec: RunRecord) -> None:

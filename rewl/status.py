@@ -21,6 +21,7 @@ class RankStatus:
     stop: bool                   # a stop signal arrived on this rank
     stage: int
     one_over_t: bool
+    clock_start: float           # visits where 1/t's clock starts (``Estimate.clock_start``)
     move_attempted: float        # run totals over the sampler's counters
     move_accepted: float
     kinetic_t: float             # <v^2> of the walkers (wlmd), nan otherwise

@@ -32,11 +32,13 @@ from .records import BaselineRecord, Checkpoint, EstimateRecord, History, RunRec
 __all__ = ["BaselineRecord", "Checkpoint", "EstimateRecord", "History", "RunRecord", "RunStore", "StorageError",
            "WalkersRecord", "WindowRecord", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # 2 added optional data (WLMD velocities, hard-accuracy sums); 3 nested the checkpoint (walkers/,
 # estimate/, sampler/, history/) and added the convergence diagnostics. Run files of 1 and 2 have
 # the layout of 3 (their diagnostics read as nan); their checkpoints are read by ``_legacy_checkpoint``.
-READABLE_VERSIONS = (1, 2, 3)
+# 4 counts ln f per walker visit (estimate attributes per_visit, clock_start); older runs read as
+# per_visit = false and resume with ln f per step of all walkers.
+READABLE_VERSIONS = (1, 2, 3, 4)
 FORMAT = "rewl-run"
 
 

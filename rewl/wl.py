@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .records import OFFSET_ARRAYS, EstimateRecord, offset_moments
@@ -22,7 +23,11 @@ class Estimate:
     visits: torch.Tensor    # (n_x, n_y) visits over the whole run (the visited mask)
     ln_f: float
     walkers: int = 1        # walkers sharing this estimate (all ranks of the window)
+    per_visit: bool = True  # ln f is added per walker visit (False: per step of all walkers, ln f / M per
+                            # visit: the rule of runs begun before schema 4, kept when they resume)
     stage: int = 0          # completed reductions of ln f
+    clock_start: float = 0.0  # walker visits of the window (visits.sum()) when the current stage began; in the
+                              # 1/t regime, when the stage that led to it began (1/t's t counts from there)
     one_over_t: bool = False  # True once the 1/t schedule took over
     converged: bool = False
     flatness: float = 0.0   # at the last flatness check: the schedule's criterion (``flatness``)
@@ -65,6 +70,7 @@ class Estimate:
         n = lambda a: None if a is None else a.cpu().numpy()  # noqa: E731
         return EstimateRecord(ln_g=n(self.ln_g), hist=n(self.hist), visits=n(self.visits), ln_f=self.ln_f,
                               stage=self.stage, one_over_t=self.one_over_t, converged=self.converged,
+                              per_visit=self.per_visit, clock_start=self.clock_start,
                               flatness=self.flatness, accuracy_sum=n(self.accuracy_sum),
                               **{name: n(getattr(self, name)) for name in OFFSET_ARRAYS},
                               flatness_all=self.flatness_all, rare_fraction=self.rare_fraction,
@@ -73,13 +79,30 @@ class Estimate:
     @classmethod
     def from_record(cls, rec: EstimateRecord, walkers: int, device: torch.device) -> Estimate:
         t = lambda a: None if a is None else torch.as_tensor(a, device=device)  # noqa: E731
-        return cls(t(rec.ln_g), t(rec.hist), t(rec.visits), float(rec.ln_f), walkers, int(rec.stage),
+        return cls(t(rec.ln_g), t(rec.hist), t(rec.visits), float(rec.ln_f), walkers, bool(rec.per_visit), int(rec.stage),
+                   float(rec.clock_start),
                    bool(rec.one_over_t), bool(rec.converged), float(rec.flatness), t(rec.accuracy_sum),
                    *(t(getattr(rec, name)) for name in OFFSET_ARRAYS), float(rec.flatness_all),
                    float(rec.rare_fraction), float(rec.ln_g_change), t(rec.ln_g_checkpoint))
 
     def offset_moments(self) -> tuple[torch.Tensor, ...] | None:
         return offset_moments(self)
+
+    def visit_increment(self) -> float:
+        """What one walker's visit adds to ln g of its bin: ln f (ln f / M under the per-step rule)."""
+        return self.ln_f if self.per_visit else self.ln_f / self.walkers
+
+    def time_per_bin(self, step: int) -> float:
+        """1/t's t at `step` (``time_per_bin``)."""
+        return time_per_bin(self.visits, self.clock_start, self.per_visit, step)
+
+
+def time_per_bin(visits: torch.Tensor | np.ndarray, clock_start: float, per_visit: bool, step: int) -> float:
+    """1/t's t of a window with run visits (n_x, n_y): walker visits per visited bin since
+    `clock_start` visits; under the per-step rule (`per_visit` False), steps per visited bin since
+    the start."""
+    visited = max(1, int((visits > 0).sum()))
+    return (float(visits.sum()) - clock_start if per_visit else step) / visited
 
 
 def wl_accept(ln_g: torch.Tensor, ix_old: torch.Tensor, iy_old: torch.Tensor, ix_new: torch.Tensor,
@@ -90,16 +113,41 @@ def wl_accept(ln_g: torch.Tensor, ix_old: torch.Tensor, iy_old: torch.Tensor, ix
 
 
 def deposit(est: Estimate, ix: torch.Tensor, iy: torch.Tensor) -> None:
-    """Add ln f / M to ln g and one visit to the histograms at each walker's bin (repeats add up).
+    """Add ln f to ln g and one visit to the histograms at each walker's bin (repeats add up).
 
-    M = est.walkers: multiple-walker Wang-Landau averages the walkers' ln g after each step, so one
-    step of all M walkers raises ln g by ln f in total, as one walker would. Adding the full ln f
-    per walker overshoots: hundreds of walkers starting in one bin bury it for a long time."""
+    ln f per walker visit: the estimate gains what every walker saw, so M walkers build it M times
+    faster (README, "Walkers and convergence"). Runs begun before schema 4 add ln f / M (M =
+    est.walkers: one step of all walkers raised ln g by ln f, as one walker would) and keep that."""
     flat = ix * est.ln_g.shape[1] + iy
     ones = torch.ones_like(flat, dtype=torch.float64)
     est.hist.view(-1).index_add_(0, flat, ones)
     est.visits.view(-1).index_add_(0, flat, ones)
-    est.ln_g.view(-1).index_add_(0, flat, ones * (est.ln_f / est.walkers))
+    est.ln_g.view(-1).index_add_(0, flat, ones * est.visit_increment())
+
+
+def level_unvisited(ln_g: torch.Tensor, visits: torch.Tensor) -> None:
+    """Give every never-visited bin of ln_g (n_x, n_y) the lowest ln g among its nearest visited
+    bins (4-neighbours, spreading outward ring by ring), in place; visited bins keep theirs.
+
+    With ln f per walker visit, visited bins rise by thousands of units while walkers explore, and a
+    bin first entered later would start at 0: a trap that holds every walker that falls in until its
+    own deposits catch up (under WLMC nothing but its own visits raises it), and at a small ln f that
+    is never (box n = 40, 1,024 walkers: the top window held at ln f 1.2e-4 for 500,000 steps; with
+    the leveling it converged at 99,700). Level with its neighbours, a new bin is no deeper than they
+    are. (Leveled with the highest neighbour instead, one window of the same run was still 90 off
+    after 300,000 steps.)"""
+    visited = visits > 0
+    if bool(visited.all()) or not bool(visited.any()):
+        return
+    level = torch.where(visited, ln_g, math.inf)
+    for _ in range(sum(ln_g.shape)):
+        padded = torch.nn.functional.pad(level[None], (1, 1, 1, 1), mode="constant", value=math.inf)[0]
+        around = torch.stack([padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]]).amin(dim=0)
+        grown = torch.where(torch.isinf(level), around, level)
+        if torch.equal(grown, level):
+            break
+        level = grown
+    ln_g.copy_(torch.where(visited | torch.isinf(level), ln_g, level))
 
 
 def gaussian_kernel(width_bins: float, dtype: torch.dtype = torch.float64, device: torch.device | None = None) -> torch.Tensor:
@@ -188,7 +236,7 @@ def deposit_kernel(est: Estimate, ix: torch.Tensor, iy: torch.Tensor, inside: to
     rather than filtered out (no data-dependent shapes, so no device synchronisation per step)."""
     own = ix * est.ln_g.shape[1] + iy
     counts = inside.to(torch.float64)                           # (B,) 1 inside, 0 in the walls
-    share = counts[:, None] * table.weights[own].mul(est.ln_f / est.walkers)   # (B, (2R + 1)^2)
+    share = counts[:, None] * table.weights[own].mul(est.visit_increment())   # (B, (2R + 1)^2)
     est.ln_g.view(-1).index_add_(0, table.targets[own].reshape(-1), share.reshape(-1))
     est.hist.view(-1).index_add_(0, own, counts * table.visit_weight[own])
     est.visits.view(-1).index_add_(0, own, counts)
@@ -366,6 +414,24 @@ def deep_bins(ln_g: torch.Tensor, visits: torch.Tensor, depth: float) -> torch.T
     visited = visits > 0
     row_top = torch.where(visited, ln_g, -math.inf).amax(dim=1, keepdim=True)
     return visited & (ln_g < row_top - depth)
+
+
+def trapped_bins(hist: torch.Tensor, visits: torch.Tensor, ln_g: torch.Tensor, depth: float, min_fraction: float,
+                 flat: float) -> torch.Tensor:
+    """Deep bins (``deep_bins``) the walkers keep entering: stage visits above mean H / `flat`, the
+    mean over the bins the flat test counts. (n_x, n_y) bool.
+
+    A bin that is deep because S is small there is rarely visited; one visited more than the rest
+    is deep because its ln g is too *low*: a trap, which a walker enters and cannot leave. With ln f
+    per walker visit a bin entered rarely while thousands of walkers raise the rest falls behind by
+    hundreds of units (box n = 40, 4,096 walkers: the highest-E2 column of every window 248 too low,
+    4.5 times the mean visits), and left out of the flat test as a fringe bin it would let ln f fall
+    until the trap could never fill."""
+    deep = deep_bins(ln_g, visits, depth)
+    counted = established_bins(visits, min_fraction) & ~deep
+    if not bool(deep.any()) or not bool(counted.any()):
+        return torch.zeros_like(deep)
+    return deep & (hist > float(hist[counted].mean()) / flat)
 
 
 def flatness(hist: torch.Tensor, visits: torch.Tensor, min_fraction: float, ln_g: torch.Tensor | None = None,

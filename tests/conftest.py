@@ -85,7 +85,7 @@ BASES: dict[str, dict[str, dict[str, Any]]] = {
         "grid.x": {"min": -1.5, "max": 1.0, "width": 0.1},
         "grid.y": {"min": 0.0, "max": 1.0, "width": 0.05},
         "windows": {"count": 2, "overlap": 0.75},
-        "schedule": {"kind": "1/t", "check_interval": 500},
+        "schedule": {"kind": "1/t", "check_interval": 500, "ln_f_initial": 1 / 32},   # per visit: 1 per step of 32 walkers
         "exchange": {"interval": 50},
         "init": {"equilibration_steps": 100},
         "output": {"checkpoint_interval": 1000, "log_interval": 1.0},
@@ -108,7 +108,7 @@ BASES: dict[str, dict[str, dict[str, Any]]] = {
         "grid.x": {"min": -3.0, "max": 0.0, "width": 0.15},
         "grid.y": {"min": -3.0, "max": 0.0, "width": 0.15},
         "windows": {"count": 2, "overlap": 0.75},
-        "schedule": {"kind": "1/t"},
+        "schedule": {"kind": "1/t", "ln_f_initial": 1 / 64},   # per visit: 1 per step of the 64 walkers
         "init": {"equilibration_steps": 200},
         "output": {"checkpoint_interval": 20_000, "log_interval": 5.0},
     },
@@ -121,7 +121,7 @@ BASES: dict[str, dict[str, dict[str, Any]]] = {
         "grid.x": {"min": -3.0, "max": 1.0, "width": 0.1},
         "grid.y": {"min": -4.0, "max": 4.0, "width": 0.1},
         "windows": {"count": 2},
-        "schedule": {"kind": "halving"},
+        "schedule": {"kind": "halving", "ln_f_initial": 1 / 16},
         "init": {"equilibration_steps": 100},
         "output": {"checkpoint_interval": 1000},
         "baseline": {"optimizer": "adam", "learning_rate": 0.01, "batch_size": 10, "steps": 300, "runs": 8},

@@ -168,8 +168,11 @@ def _not_blank(path) -> bool:
 def test_real_run_through_join_equilibrium_and_every_figure(spiral_deck, tmp_path):
     runs = []
     for seed in (1, 2):
+        # 3000 steps are far from converged: at ln f 1 per visit the windows' first-stage estimates
+        # differ by tens of units (join residual 59); 1/64 (one unit per step of the 64 walkers)
+        # keeps them joinable under the loose threshold below
         deck = spiral_deck(f"s{seed}.toml", seed=seed, max_steps=3000, windows=2, walkers=64,
-                           out=str(tmp_path / f"run{seed}"))
+                           out=str(tmp_path / f"run{seed}"), schedule={"ln_f_initial": 1 / 64})
         proc = run_rewl(["run", str(deck)], ranks=2, timeout=300)
         assert proc.returncode == 0, proc.stderr
         runs.append(str(tmp_path / f"run{seed}"))

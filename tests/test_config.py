@@ -116,4 +116,4 @@ def test_shipped_decks_validate():
     for deck in sorted((ROOT / "inputs").glob("*.toml")):
         proc = run_rewl(["check", str(deck)])
         assert proc.returncode == 0, (deck, proc.stderr)
-        assert "window" in proc.stdout
+        assert "window" in proc.stdout and "ln f      per walker visit: at ln f" in proc.stdout

@@ -14,12 +14,13 @@ from rewl.exchange import swap_log_ratio
 from rewl.grid import Axis, Grid, Window, window_bins
 from rewl.models import FNN, MLPForward, n_params, param_layout
 from rewl.observables import accuracy, cross_entropy, smooth_accuracy
+from rewl.samplers import make_sampler
 from rewl.samplers.wlmc import MoveSizes, wlmc_step
 from rewl.samplers.wlmd import Langevin, MDCounters, reflect_at_box, thermal_velocities, wlmd_step
 from rewl.schedule import make_schedule
 from rewl.tasks import make_task, spiral_data
 from rewl.testsystems import box_entropy
-from rewl.walkers import Walkers, drive_into_window
+from rewl.walkers import Walkers, _stand_ins, drive_into_window, spread_targets
 from rewl.wl import (
     Estimate,
     deep_bins,
@@ -30,10 +31,12 @@ from rewl.wl import (
     flatness,
     gaussian_kernel,
     kernel_table,
+    level_unvisited,
     ln_g_change,
     reach_fraction,
     reachable_scale,
     reflect,
+    trapped_bins,
     visit_diagnostics,
     wall_slope,
     wl_accept,
@@ -77,14 +80,31 @@ def test_window_bins_cover_grid_with_overlap():
 
 
 def test_deposit_counts_repeated_bins_and_flatness():
-    est = Estimate.zeros((3, 2), 0.5, torch.device("cpu"))
+    est = Estimate.zeros((3, 2), 0.5, torch.device("cpu"), walkers=3)
     deposit(est, torch.tensor([0, 0, 2]), torch.tensor([1, 1, 0]))
     assert est.hist.tolist() == [[0, 2], [0, 0], [1, 0]]
-    assert est.ln_g.tolist() == [[0, 1.0], [0, 0], [0.5, 0]]
+    assert est.ln_g.tolist() == [[0, 1.0], [0, 0], [0.5, 0]]   # ln f per walker visit, whatever M
+    legacy = Estimate.zeros((3, 2), 0.5, torch.device("cpu"), walkers=2)
+    legacy.per_visit = False                                     # a run begun before schema 4
+    deposit(legacy, torch.tensor([0, 0]), torch.tensor([1, 1]))
+    assert legacy.ln_g.tolist() == [[0, 0.5], [0, 0], [0, 0]]   # ln f per step of its 2 walkers
     assert flatness(est.hist, est.visits, 0.0) == 0.0          # x row 1 never visited: not flat
     deposit(est, torch.tensor([1]), torch.tensor([0]))
     assert flatness(est.hist, est.visits, 0.0) == pytest.approx(1 / (4 / 3))
     assert flatness(est.hist, est.visits, 0.9) == 1.0           # only the bin of 2 visits is established
+
+
+def test_unvisited_bins_are_leveled_with_their_lowest_visited_neighbours():
+    """A bin nobody visited takes the lowest ln g of its nearest visited 4-neighbours, ring by ring
+    outward; visited bins keep theirs, and a window nobody visited stays as it is."""
+    ln_g = torch.tensor([[900.0, 0, 0, 0], [800.0, 700, 0, 0], [0, 0, 0, 0]], dtype=torch.float64)
+    visits = torch.tensor([[5.0, 0, 0, 0], [5, 5, 0, 0], [0, 0, 0, 0]], dtype=torch.float64)
+    level_unvisited(ln_g, visits)
+    assert ln_g.tolist() == [[900, 700, 700, 700], [800, 700, 700, 700], [800, 700, 700, 700]]
+    assert visits.tolist()[0] == [5, 0, 0, 0]           # the visits are not touched
+    empty = torch.zeros(2, 3, dtype=torch.float64)
+    level_unvisited(empty, torch.zeros(2, 3, dtype=torch.float64))
+    assert empty.abs().sum() == 0
 
 
 def test_only_bins_far_below_their_row_top_are_left_out_of_the_flat_test():
@@ -104,6 +124,30 @@ def test_only_bins_far_below_their_row_top_are_left_out_of_the_flat_test():
     visits[0, 2] = 0.0                                           # never visited: not in any row's top
     ln_g[0, 2] = 1e4
     assert not deep_bins(ln_g, visits, 100.0).any() and flatness(hist, visits, 0.0, ln_g, 100.0) == 1.0
+
+
+def test_a_deep_bin_the_walkers_keep_entering_is_a_trap_that_holds_ln_f():
+    """A bin 150 below its row's top visited less than the counted bins is a fringe bin, left out of
+    the flat test; visited more than their mean / flatness it is a trap (its ln g too low): the
+    stage is not flat, ln f holds (1/t too) and the window does not converge until it fills."""
+    hist = torch.tensor([[10.0, 10.0, 2.0], [10.0, 10.0, 10.0]], dtype=torch.float64)
+    visits = torch.full((2, 3), 1000.0, dtype=torch.float64)
+    ln_g = torch.tensor([[400.0, 380.0, 250.0], [300.0, 310.0, 320.0]], dtype=torch.float64)
+    assert not trapped_bins(hist, visits, ln_g, 100.0, 0.0, 0.8).any()
+    hist[0, 2] = 12.0                                     # under 10 / 0.8: still not a trap
+    assert not trapped_bins(hist, visits, ln_g, 100.0, 0.0, 0.8).any()
+    hist[0, 2] = 40.0
+    assert trapped_bins(hist, visits, ln_g, 100.0, 0.0, 0.8).tolist() == [[False, False, True], [False] * 3]
+    schedule = make_schedule(ScheduleConfig(kind="1/t", ln_f_initial=1e-3, ln_f_final=1e-3, flatness=0.8,
+                                            check_interval=1, min_visit_fraction=0.0, decide_depth=100.0))
+    est = Estimate.zeros((2, 3), 1e-3, torch.device("cpu"), walkers=8)
+    est.ln_g, est.hist, est.visits = ln_g, hist, visits
+    est.one_over_t = True                                 # 1/t = 1 / 1000 visits per bin: would converge now
+    schedule.check(est, 100)
+    assert est.flatness == 0.0 and not est.converged
+    est.hist[0, 2] = 10.0                                 # filled: visited like the rest
+    schedule.check(est, 100)
+    assert est.flatness == 1.0 and est.converged
 
 
 def test_every_visited_bin_holds_the_schedule_back_and_diagnostics():
@@ -187,22 +231,51 @@ def test_halving_schedule():
     assert schedule.progress(est.ln_f, True, 10) == 1.0 and schedule.progress(1.0, False, 10) == 0.0
 
 
-def test_one_over_t_schedule_switches_and_follows_t():
+def _visited(est: Estimate, visits_per_bin: float, flat: bool) -> None:
+    """Every bin visited `visits_per_bin` times over the run; the stage flat or not (``_stage_with``)."""
+    _stage_with(est, flat)
+    est.visits.fill_(visits_per_bin)
+
+
+def test_one_over_t_schedule_switches_and_follows_visits_since_the_last_stage():
+    """t = walker visits per visited bin since the start of the last halving stage (4 bins here)."""
     schedule = _schedule("1/t")
-    est = Estimate.zeros((2, 2), 1.0, torch.device("cpu"))
+    est = Estimate.zeros((2, 2), 1.0, torch.device("cpu"), walkers=64)
+    _visited(est, 10, flat=False)
+    schedule.check(est, 7)                # a visited bin not seen again in this stage: wait
+    assert est.ln_f == 1.0 and est.stage == 0 and est.clock_start == 0
+    _visited(est, 10, flat=True)
+    schedule.check(est, 7)                # flat: halve; 0.5 >= 1/t = 1/10; the clock restarts at 40 visits
+    assert est.ln_f == 0.5 and est.stage == 1 and not est.one_over_t and est.clock_start == 40
+    _visited(est, 13, flat=True)          # t = (52 - 40) / 4 = 3 (from the run's start it would be 13)
+    schedule.check(est, 7)                # 0.25 < 1/t = 1/3: switch to ln f = 1/t
+    assert est.one_over_t and est.ln_f == pytest.approx(1 / 3) and est.clock_start == 40
+    _visited(est, 11, flat=True)
+    schedule.check(est, 7)                # 1/t = 1 would raise ln f: it never grows
+    assert est.ln_f == pytest.approx(1 / 3)
+    _visited(est, 60, flat=False)
+    schedule.check(est, 7)                # flatness no longer matters; the step count never did
+    assert est.ln_f == pytest.approx(1 / 50) and not est.converged
+    _visited(est, 2010, flat=False)
+    schedule.check(est, 7)
+    assert est.ln_f == pytest.approx(1 / 2000) and est.converged
+
+
+def test_one_over_t_of_a_run_begun_before_schema_4_counts_steps_from_the_start():
+    """The per-step rule of older runs, kept when they resume: t = steps per visited bin."""
+    schedule = _schedule("1/t")
+    est = Estimate.zeros((2, 2), 1.0, torch.device("cpu"), walkers=64)
+    est.per_visit = False
     _stage_with(est, flat=False)          # four visited bins; t = step / 4
-    schedule.check(est, 40)               # a visited bin not seen again in this stage: wait
+    schedule.check(est, 40)
     assert est.ln_f == 1.0 and est.stage == 0
     _stage_with(est, flat=True)
-    schedule.check(est, 40)               # flat over every visited bin: halve; 0.5 >= 1/t = 0.1
+    schedule.check(est, 40)               # flat: halve; 0.5 >= 1/t = 0.1
     assert est.ln_f == 0.5 and est.stage == 1 and not est.one_over_t
     _stage_with(est, flat=True)
     schedule.check(est, 12)               # 0.25 < 1/t = 1/3: switch to ln f = 1/t
     assert est.one_over_t and est.ln_f == pytest.approx(1 / 3)
-    schedule.check(est, 8)                # 1/t = 0.5 would raise ln f: it never grows
-    assert est.ln_f == pytest.approx(1 / 3)
-    _stage_with(est, flat=False)
-    schedule.check(est, 200)              # flatness no longer matters
+    schedule.check(est, 200)
     assert est.ln_f == pytest.approx(1 / 50) and not est.converged
     schedule.check(est, 8000)
     assert est.ln_f == pytest.approx(1 / 2000) and est.converged
@@ -306,6 +379,44 @@ def test_move_sizes_adapt_toward_target():
     assert float(moves.sigma[0]) == pytest.approx(0.09)
 
 
+def test_walkers_start_spread_over_the_window_and_stay_in_their_bins_while_equilibrating():
+    """The drive aims each walker at its own x bin (every bin alike); a walker that cannot get
+    there is replaced by an arrived one from its own bin; the sampler's equilibration keeps every
+    walker in its bin (WLMC rejects moves out of it, WLMD holds it with walls), so the window's
+    low-entropy rows are occupied when sampling starts."""
+    cfg = parse(box_deck(x=(-4.0, 0.0, 0.5)))
+    task = make_task(cfg, torch.device("cpu"))
+    window = whole_grid(cfg)
+    lo, hi = spread_targets(window, 20, total=40, first=20)          # the second rank's half of 40 walkers
+    assert torch.equal(lo, torch.as_tensor(cfg.grid.x.edges[(torch.arange(20) + 20) % 8]))    # every bin in turn
+    assert torch.equal(hi - lo, torch.full((20,), 0.5, dtype=torch.float64))
+    lo, _ = spread_targets(window, 4, total=4)                         # fewer walkers than bins: every other bin
+    assert lo.tolist() == [-4.0, -3.0, -2.0, -1.0]
+    # stand-ins: walkers 0 and 1 (aiming at [-4, -3.5)) did not arrive; two arrived ones are in that bin
+    x = torch.tensor([0.0, -0.2, -3.9, -3.6, -1.0, -3.7])
+    ranges = (torch.tensor([-4.0, -4.0, -4.0, -4.0, -1.5, -4.0]), torch.tensor([-3.5, -3.5, -3.5, -3.5, -1.0, -3.5]))
+    arrived, stuck = torch.tensor([2, 3, 4, 5]), torch.tensor([0, 1])
+    assert arrived[_stand_ins(x, ranges, arrived, stuck)].tolist() == [5, 2]    # nearest the centre first, in turn
+    assert arrived[_stand_ins(x, (-0.9, -0.6), arrived, stuck)].tolist() == [4, 4]   # none inside: the nearest
+    gen = torch.Generator().manual_seed(2)
+    params, _ = drive_into_window(task, task.sample_uniform(64, gen), spread_targets(window, 64, 64), window.y_range,
+                                  4000, 0.05)
+    walkers, inside = Walkers.at(task, params, window)
+    assert bool(inside.all())
+    assert torch.bincount(walkers.ix, minlength=8).min() >= 6        # 8 per bin aimed at; few stand-ins
+    for kind in ("wlmc", "wlmd"):
+        kcfg = parse(box_deck(x=(-4.0, 0.0, 0.5), base="box" if kind == "wlmc" else "box_md"))
+        sampler = make_sampler(kcfg.sampler, task, window, torch.device("cpu"))
+        start, _ = Walkers.at(task, params.clone(), window)
+        home = start.ix.clone()
+        est = Estimate.zeros(window.shape, 1.0, torch.device("cpu"), with_offsets=sampler.keeps_offsets)
+        sampler.start(start, est, gen, 300)
+        start.refresh(task, window)
+        moved = (start.ix - home).abs()
+        assert int(moved.max()) == 0 if kind == "wlmc" else int(moved.max()) <= 1 and float(moved.double().mean()) < 0.5
+        assert est.visits.sum() == 0 and est.ln_g.abs().sum() == 0        # no deposits while equilibrating
+
+
 def test_wlmc_step_respects_box_and_window_and_flattens_1d():
     """One window, one walker batch, on box_quadratic (n=3, m=1): all moves stay in the box and
     the window, and ln g converges to S_1(x) = x / 2 (+ const) along x."""
@@ -358,13 +469,16 @@ def test_reflect_folds_indices_into_the_range():
     assert reflect(torch.arange(-4, 9), 4).tolist() == [3, 2, 1, 0, 0, 1, 2, 3, 3, 2, 1, 0, 0]
 
 
-def test_kernel_deposit_of_a_flat_histogram_raises_every_bin_equally():
-    # one walker in every bin: the mirrored kernel adds ln f / M to every bin, edges included
+@pytest.mark.parametrize("per_visit", [True, False])
+def test_kernel_deposit_of_a_flat_histogram_raises_every_bin_equally(per_visit):
+    # one walker in every bin: the mirrored kernel adds ln f (per visit; ln f / M under the per-step
+    # rule of runs begun before schema 4) to every bin, edges included
     est = Estimate.zeros((5, 7), 0.7, torch.device("cpu"), walkers=35)
+    est.per_visit = per_visit
     ix, iy = torch.meshgrid(torch.arange(5), torch.arange(7), indexing="ij")
     inside = torch.ones(35, dtype=torch.bool)
     deposit_kernel(est, ix.reshape(-1), iy.reshape(-1), inside, kernel_table((5, 7), gaussian_kernel(1.5)))
-    np.testing.assert_allclose(est.ln_g.numpy(), 0.7 / 35, rtol=1e-12)
+    np.testing.assert_allclose(est.ln_g.numpy(), 0.7 if per_visit else 0.7 / 35, rtol=1e-12)
     assert est.hist.sum() == 35 and est.hist.max() == 1
 
 
@@ -372,7 +486,7 @@ def test_kernel_deposit_skips_outside_walkers_and_records_accuracy():
     est = Estimate.zeros((4, 4), 1.0, torch.device("cpu"), walkers=2, with_accuracy=True)
     deposit_kernel(est, torch.tensor([1, 3]), torch.tensor([2, 0]), torch.tensor([True, False]),
                    kernel_table((4, 4), gaussian_kernel(0.5)), accuracy=torch.tensor([0.75, 0.25]))
-    assert float(est.ln_g.sum()) == pytest.approx(0.5)        # one walker, ln f / M = 0.5
+    assert float(est.ln_g.sum()) == pytest.approx(1.0)        # one walker inside: ln f
     assert est.hist.tolist()[1][2] == 1 and est.hist.sum() == 1
     assert est.accuracy_sum[1, 2] == 0.75 and est.accuracy_sum.sum() == 0.75
 

@@ -45,7 +45,8 @@ def test_wlmd_respects_the_edge_of_the_reachable_region_inside_the_grid(make_dec
     # Without the scaled kernel the top reachable column ended 7 to 8 too low and ln f stayed at 1;
     # with whole bins (no reachable fraction) the limit inside a bin bent S by 0.34 next to it.
     deck = make_deck("box_md", "run", run={"max_steps": 40_000}, task={"n": 2, "m": 1},
-                     sampler={"walkers_per_rank": 1024}, **{"grid.y": {"min": y_grid[0], "max": y_grid[1]}})
+                     sampler={"walkers_per_rank": 1024}, schedule={"ln_f_initial": 1e-3},   # 2 per step of 2,048 walkers
+                     **{"grid.y": {"min": y_grid[0], "max": y_grid[1]}})
     proc = run_rewl(["run", str(deck)], ranks=2, timeout=900)
     assert proc.returncode == 0, proc.stderr
     rec = RunStore(tmp_path / "run").read_run()
@@ -160,7 +161,7 @@ def test_walls_note_and_the_soft_wall_warning(capsys):
     assert "19,250 per unit" in loose and "3.21 past" in loose and "wall_strength 96,252 or more" in loose
 
     def status(window: int, attempted: float, accepted: float) -> RankStatus:
-        return RankStatus(window, 1.0, 0.0, False, False, 0, False, attempted, accepted, 1.0, 0.0, 0.0,
+        return RankStatus(window, 1.0, 0.0, False, False, 0, False, 0.0, attempted, accepted, 1.0, 0.0, 0.0,
                           0, 0.0, 0.0, 0.0, float("nan"), 0.0)
 
     schedule = make_schedule(ScheduleConfig())

@@ -45,6 +45,7 @@ def test_spiral_one_rank(spiral_deck, tmp_path):
     info = run_rewl(["info", str(tmp_path / "run")])
     assert info.returncode == 0 and "budget-exhausted" in info.stdout and "NOT CONVERGED" in info.stdout
     assert "rare" in info.stdout and "d ln g" in info.stdout
+    assert "ln f: added to ln g per walker visit" in info.stdout and RunStore(tmp_path / "run").read_run().windows[0].per_visit
 
 
 def test_spiral_four_ranks(spiral_deck, tmp_path):

@@ -96,6 +96,7 @@ def test_schema_2_runs_read_and_resume_to_the_same_bits(tmp_path, kind):
     info = run_rewl(["info", str(tmp_path / "run")])
     assert info.returncode == 0, info.stderr
     assert ("bins partly reachable (wlmd): not tracked" in info.stdout) == (kind == "wlmd"), info.stdout
+    assert not any(w.per_visit for w in got.windows) and "ln f: per step of all 8 walkers" in info.stdout
 
 
 def _set_schema(path, version: int, drop: tuple[str, ...] = ()) -> None:

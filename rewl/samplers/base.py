@@ -39,8 +39,9 @@ class Sampler(ABC):
 
     @abstractmethod
     def start(self, walkers: Walkers, est: Estimate, gen: torch.Generator, steps: int) -> None:
-        """Prepare fresh walkers (all inside the window) and run `steps` moves without updating ln g;
-        the counters start at zero afterwards."""
+        """Prepare fresh walkers (all inside the window) and run `steps` moves without updating ln g,
+        each walker kept in its own x bin (the drive spread them over the window; on a flat ln g they
+        would gather where S is highest); the counters start at zero afterwards."""
 
     @abstractmethod
     def step(self, walkers: Walkers, est: Estimate, gen: torch.Generator) -> None:

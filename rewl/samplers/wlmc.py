@@ -9,7 +9,7 @@ import torch
 from ..grid import Window
 from ..tasks import Task
 from ..walkers import Walkers
-from ..wl import Estimate, deposit, wl_accept
+from ..wl import Estimate, deposit, level_unvisited, wl_accept
 from .base import Sampler
 
 
@@ -60,10 +60,11 @@ class MoveSizes:
 
 
 def wlmc_step(task: Task, window: Window, walkers: Walkers, est: Estimate, moves: MoveSizes,
-              gen: torch.Generator, update: bool = True) -> torch.Tensor:
+              gen: torch.Generator, update: bool = True, home: torch.Tensor | None = None) -> torch.Tensor:
     """One batched Wang-Landau Monte Carlo step: every walker proposes w_i += sigma U(-1, 1) on one
-    random parameter i; proposals outside the weight box or the window are rejected; the rest are
-    accepted with min(1, g(old) / g(new)). Then ln g and the histograms get each walker's bin.
+    random parameter i; proposals outside the weight box or the window (or, with `home` (B,), the
+    walker's own local x bin) are rejected; the rest are accepted with min(1, g(old) / g(new)).
+    Then ln g and the histograms get each walker's bin (unless `update` is False).
     Returns the accepted mask (B,)."""
     params = walkers.params
     batch, device = params.shape[0], params.device
@@ -80,6 +81,8 @@ def wlmc_step(task: Task, window: Window, walkers: Walkers, est: Estimate, moves
     x, y = task.cvs(params)
     x, y = x.double(), y.double()
     ix, iy, inside = window.bin(x, y)
+    if home is not None:
+        inside = inside & (ix == home)
     accept = wl_accept(est.ln_g, walkers.ix, walkers.iy, ix, iy, inside & in_box, uniform)
 
     params[rows, idx] = torch.where(accept, params[rows, idx], old)
@@ -109,9 +112,10 @@ class WLMC(Sampler):
         return list(self.task.group_names)
 
     def start(self, walkers: Walkers, est: Estimate, gen: torch.Generator, steps: int) -> None:
+        home = walkers.ix.clone()
         with torch.no_grad():
             for k in range(steps):
-                wlmc_step(self.task, self.window, walkers, est, self.moves, gen, update=False)
+                wlmc_step(self.task, self.window, walkers, est, self.moves, gen, update=False, home=home)
                 if (k + 1) % self.cfg.adapt_interval == 0:
                     self.moves.adapt(self.task, self.cfg.target_acceptance)
         self.moves.reset_counters()
@@ -121,8 +125,12 @@ class WLMC(Sampler):
             wlmc_step(self.task, self.window, walkers, est, self.moves, gen)
 
     def at_sync(self, step: int, est: Estimate) -> None:
+        """Adapt the move sizes; level the bins no walker has visited yet with their visited
+        neighbours (``level_unvisited``; runs begun before schema 4 kept zeros there)."""
         if step % self.cfg.adapt_interval == 0:
             self.moves.adapt(self.task, self.cfg.target_acceptance)
+        if est.per_visit and not est.converged:
+            level_unvisited(est.ln_g, est.visits)
 
     def totals(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.moves.totals()

@@ -3,7 +3,7 @@ U(w) = ln g(x(w), y(w)), the force from one batched backward pass per step."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -37,7 +37,8 @@ class Langevin:
     split: bool                      # baoab (True) or the reference kick-friction-drift (False)
     wall_strength: float
     kernel: torch.Tensor             # (2R + 1,) normalised Gaussian ln g update, in bins
-    x_range: tuple[float, float]     # the window's x range; soft walls outside
+    x_range: tuple[float, float] | tuple[torch.Tensor, torch.Tensor]   # the window's x range (or (B,) ranges
+                                                                        # per walker); soft walls outside
     y_range: tuple[float, float]     # the grid's y range; soft walls outside
 
     @classmethod
@@ -182,8 +183,11 @@ class WLMD(Sampler):
 
     def start(self, walkers: Walkers, est: Estimate, gen: torch.Generator, steps: int) -> None:
         walkers.velocities = thermal_velocities(walkers.params, gen)
+        edges = torch.as_tensor(self.window.grid.x.edges, dtype=torch.float64, device=self.device)
+        home = self.window.lo + walkers.ix
+        held = replace(self.langevin, x_range=(edges[home], edges[home + 1]))     # walls around each walker's x bin
         for _ in range(steps):
-            wlmd_step(self.task, self.window, walkers, est, self.langevin, self.counters, gen, self.deposits, self.region,
+            wlmd_step(self.task, self.window, walkers, est, held, self.counters, gen, self.deposits, self.region,
                       update=False)
         walkers.refresh(self.task, self.window)
         self.counters.reset_counters()
