@@ -100,8 +100,9 @@ class Engine:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def run(self, resume: bool) -> str:
-        """Run to the end; returns the final status (budget-exhausted, converged or interrupted).
+    def run(self, resume_step: int | None) -> str:
+        """Run to the end, from checkpoint `resume_step` or from the start (None); returns the
+        final status (budget-exhausted, converged or interrupted).
 
         Pseudocode, every phase on every rank::
 
@@ -128,8 +129,8 @@ class Engine:
         check, exchange = Periodic(cfg.schedule.check_interval), Periodic(cfg.exchange.interval)
         checkpoint = Periodic(cfg.output.checkpoint_interval)
         self.t_start = time.perf_counter()
-        if resume:
-            self.restore(self.store.read_checkpoint(self.store.latest_step(), self.comm.rank))
+        if resume_step is not None:
+            self.restore(self.store.read_checkpoint(resume_step, self.comm.rank))
             self.share_status()
         else:
             self.initialise()
@@ -378,13 +379,15 @@ def run_deck(cfg: Config, out_dir: str, resume: bool, force: bool, stop: StopReq
     Rank 0 holds the directory's writer lock (``RunStore.lock``) from its checks to the end."""
     comm = Comm(cfg.windows.count, cfg.windows.ranks_per_window)
     store = RunStore(out_dir)
-    problem, stored = None, None
+    problem, stored, resume_step = None, None, None
     if comm.is_root:
         try:
             if resume:
                 stored = store.read_run()
                 old = parse(stored.deck_text, str(store.run_path), stored.overrides)
-                store.latest_step()
+                resume_step, warning = store.resume_point(comm.size)
+                if warning:
+                    print(f"rewl: warning: {warning}", file=sys.stderr, flush=True)
                 diffs = resume_differences(old, cfg)
                 if diffs:
                     started = f"; the run was started with {' '.join('--set ' + o for o in old.overrides)}" \
@@ -399,29 +402,33 @@ def run_deck(cfg: Config, out_dir: str, resume: bool, force: bool, stop: StopReq
     try:
         if _refused(comm, problem):
             return 2
-        return _run_locked(cfg, comm, store, stored, resume, stop, custom_task)
+        if resume:
+            resume_step = int(comm.bcast_text(str(resume_step)))
+        return _run_locked(cfg, comm, store, stored, resume_step, stop, custom_task)
     finally:
         store.unlock()
 
 
-def _run_locked(cfg: Config, comm: Comm, store: RunStore, stored: RunRecord | None, resume: bool,
+def _run_locked(cfg: Config, comm: Comm, store: RunStore, stored: RunRecord | None, resume_step: int | None,
                 stop: StopRequest, custom_task: TaskFactory | None) -> int:
     """The rest of ``run_deck``: build the engine, prepare the directory, run, report. `stored`:
-    the run file's record on rank 0 of a resume (None elsewhere)."""
+    the run file's record on rank 0 of a resume (None elsewhere); `resume_step`: the checkpoint
+    a resume continues from (every rank), None for a new run."""
     engine = Engine(cfg, comm, store, stop, custom_task)     # data and task problems end here: no run file yet
     problem = None
     if stored is not None and stored.task != engine.task.name:
         problem = f"{cfg.path}: cannot resume {store.dir}: it is a run of task {stored.task!r}, this is {engine.task.name!r}"
     if _refused(comm, problem):
         return 2
-    if not resume and comm.is_root:
+    if resume_step is None and comm.is_root:
         store.prepare_new()
     comm.barrier()
     if comm.is_root:
         print(f"rewl {__version__}: {engine.task.describe()}; {cfg.windows.count} windows x "
               f"{cfg.windows.ranks_per_window} ranks x {cfg.sampler.walkers_per_rank} walkers on "
-              f"{engine.device_mapping}; {'resuming' if resume else 'writing'} {store.run_path}", flush=True)
-    status = engine.run(resume)
+              f"{engine.device_mapping}; {'writing' if resume_step is None else f'resuming from step {resume_step} into'} "
+              f"{store.run_path}", flush=True)
+    status = engine.run(resume_step)
     if comm.is_root:
         why = f" ({stop.reason() or 'stop requested on another rank'})" if status == "interrupted" else ""
         print(f"rewl: {status}{why} after {engine.step} steps; results in {store.run_path}", flush=True)

@@ -4,6 +4,8 @@ Layout of a run directory::
 
     run.h5                          the run file (rank 0): deck, grid, per-window estimates, stats
     checkpoints/LATEST              text: the step of the last complete checkpoint set
+    checkpoints/PREVIOUS            text: the step of the complete set before it (kept for a resume
+                                    when a file of the latest is damaged)
     checkpoints/step_<step>/rank_<r>.h5   one per rank: walkers, move sizes, RNG states, estimate
 
 Every file is written to a temporary name and renamed into place, so a reader (or a resume after
@@ -320,7 +322,7 @@ class RunStore:
     @staticmethod
     def read_baseline(path: str | Path) -> BaselineRecord:
         f = _open_checked(Path(path), FORMAT + "-baseline", "no such baseline file",
-                          "not a rewl SGD baseline file (made by `python -m rewl sgd`)")
+                          "not a rewl SGD baseline file (made by `rewl sgd`)")
         with f:
             return decode(f, BaselineRecord)
 
@@ -347,14 +349,57 @@ class RunStore:
             return decode(f, Checkpoint)
 
     def mark_complete(self, step: int) -> None:
-        """Record `step` as the last complete checkpoint set and drop older sets."""
+        """Record `step` as the last complete checkpoint set, keep the set before it (a resume
+        falls back to it when a file of the latest is damaged) and drop older sets."""
+        markers = self._markers()
+        previous = markers.get("LATEST")
+        if previous is None or previous == step:      # a resume that fell back rewrites a step
+            previous = markers.get("PREVIOUS")
+        if previous is not None and previous != step:
+            _write_text_atomic(self.ckpt_dir / "PREVIOUS", f"{previous}\n")
         _write_text_atomic(self.ckpt_dir / "LATEST", f"{step}\n")
+        keep = {f"step_{s:012d}" for s in (step, previous) if s is not None}
         for old in self.ckpt_dir.glob("step_*"):
-            if old.name != f"step_{step:012d}":
+            if old.name not in keep:
                 shutil.rmtree(old, ignore_errors=True)
+
+    def _markers(self) -> dict[str, int]:
+        """The steps named by checkpoints/LATEST and checkpoints/PREVIOUS (those that exist)."""
+        steps = {}
+        for name in ("LATEST", "PREVIOUS"):
+            try:
+                steps[name] = int((self.ckpt_dir / name).read_text().strip())
+            except (OSError, ValueError):
+                pass
+        return steps
 
     def latest_step(self) -> int:
         marker = self.ckpt_dir / "LATEST"
         if not marker.exists():
             raise StorageError(f"{self.dir}: no complete checkpoint to resume from ({marker} missing)")
         return int(marker.read_text().strip())
+
+    def resume_point(self, ranks: int) -> tuple[int, str | None]:
+        """The newest complete checkpoint set whose `ranks` files all read, and a warning when that
+        is not the latest (naming the damaged file). StorageError naming every damaged file, and
+        what to do, when no set is usable."""
+        latest = self.latest_step()
+        candidates = [latest] + [s for s in self._markers().values() if s < latest][:1]
+        damage = []
+        for step in candidates:
+            problem = next((p for p in map(lambda r: self._unreadable(step, r), range(ranks)) if p), None)
+            if problem is None:
+                warning = None if step == latest else \
+                    f"{damage[0]}; resuming from the previous complete checkpoint, step {step}"
+                return step, warning
+            damage.append(problem)
+        raise StorageError(f"{self.dir}: no usable checkpoint to resume from ({'; '.join(damage)}); restore the "
+                           "files from a backup, or start the run again with --force")
+
+    def _unreadable(self, step: int, rank: int) -> str | None:
+        try:
+            self.read_checkpoint(step, rank)
+        except (StorageError, OSError, KeyError, ValueError) as exc:
+            text = str(exc)
+            return text if str(self._ckpt_path(step, rank)) in text else f"{self._ckpt_path(step, rank)}: {text}"
+        return None

@@ -1,6 +1,7 @@
 """Resume: a run stopped by SIGTERM and resumed equals the uninterrupted run bit for bit."""
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import time
@@ -146,3 +147,45 @@ def test_a_second_run_into_a_live_run_directory_is_refused(spiral_deck, tmp_path
     proc = run_rewl(["run", str(deck), "--force", "--set", "run.max_steps=200"])
     assert proc.returncode == 0, proc.stderr
     assert store.read_run().status == "budget-exhausted"
+
+
+def _truncate(path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_previous_one(spiral_deck, tmp_path):
+    """A truncated rank file of the latest checkpoint: resume warns, naming it, continues from the
+    set before (kept for this) to the same bits as a straight run; with both sets damaged it exits
+    2 with one line naming the files and what to do."""
+    ranks = 2
+    straight = spiral_deck("straight.toml", max_steps=1500, windows=ranks, checkpoint_interval=500,
+                           out=str(tmp_path / "straight"))
+    assert run_rewl(["run", str(straight)], ranks=ranks).returncode == 0
+    first = spiral_deck("first.toml", max_steps=1000, windows=ranks, checkpoint_interval=500, out=str(tmp_path / "run"))
+    assert run_rewl(["run", str(first)], ranks=ranks).returncode == 0
+    store = RunStore(tmp_path / "run")
+    assert sorted(p.name for p in store.ckpt_dir.glob("step_*")) == ["step_000000000500", "step_000000001000"]
+    shutil.copytree(tmp_path / "run", tmp_path / "both")
+    damaged = store._ckpt_path(1000, 1)
+    _truncate(damaged)
+
+    longer = spiral_deck("longer.toml", max_steps=1500, windows=ranks, checkpoint_interval=500, out=str(tmp_path / "run"))
+    proc = run_rewl(["run", str(longer), "--resume"], ranks=ranks)
+    assert proc.returncode == 0, proc.stderr
+    assert f"rewl: warning: {damaged}: not an HDF5 file" in proc.stderr
+    assert "resuming from the previous complete checkpoint, step 500" in proc.stderr
+    assert "resuming from step 500" in proc.stdout
+    assert_same_run(RunStore(tmp_path / "straight"), store, ranks, 1500)
+    assert sorted(p.name for p in store.ckpt_dir.glob("step_*")) == ["step_000000001000", "step_000000001500"]
+
+    both = RunStore(tmp_path / "both")
+    _truncate(both._ckpt_path(1000, 0))
+    _truncate(both._ckpt_path(500, 1))
+    proc = run_rewl(["run", str(longer), "--resume", "--out", str(tmp_path / "both")], ranks=ranks)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("rewl: error: ") and "no usable checkpoint" in lines[0]
+    assert str(both._ckpt_path(1000, 0)) in lines[0] and str(both._ckpt_path(500, 1)) in lines[0]
+    assert "--force" in lines[0]
