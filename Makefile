@@ -6,6 +6,7 @@
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
+REWL   := $(VENV)/bin/rewl
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test test-fast lint bench clean-runs
@@ -17,10 +18,10 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/mpiexec -n 4 $(PY) -m rewl run inputs/quick.toml --force
-	$(PY) -m rewl info runs/quick
-	$(PY) -m rewl sgd inputs/quick.toml --force
-	$(PY) -m analysis landscape runs/quick --sgd runs/quick/baseline.h5 -o runs/quick/landscape
+	$(VENV)/bin/mpiexec -n 4 $(REWL) run inputs/quick.toml --force
+	$(REWL) info runs/quick
+	$(REWL) sgd inputs/quick.toml --force
+	$(REWL) analyse landscape runs/quick --sgd runs/quick/baseline.h5 -o runs/quick/landscape
 
 test: lint
 	$(PY) -m pytest
@@ -32,7 +33,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
-	$(PY) -m rewl bench inputs/quick.toml --walkers 512
+	$(REWL) bench inputs/quick.toml --walkers 512
 
 clean-runs:
 	rm -rf runs

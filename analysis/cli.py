@@ -1,4 +1,5 @@
-"""``python -m analysis {landscape,report,compare,diagnostics}``: figures and numbers from run files.
+"""``rewl analyse {landscape,report,compare,diagnostics}`` (also ``python -m analysis``): figures and
+numbers from run files.
 
 Bad arguments (a missing file, a file that is not a run, runs on different grids, windows that
 do not join) print one clear message and exit with code 2.
@@ -20,12 +21,12 @@ def _join_args(p: argparse.ArgumentParser) -> None:
                    help="largest RMS mismatch of ln g in an overlap after the fitted constant (default 0.5)")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m analysis", description="Entropy landscapes from rewl run files.")
+def parser(prog: str = "rewl analyse") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Entropy landscapes from rewl run files.")
     sub = p.add_subparsers(dest="command", required=True)
     a = sub.add_parser("landscape", help="heatmap of S with equilibrium, max-entropy and SGD curves")
     a.add_argument("runs", nargs="+", help="run directories (or run.h5) of one deck, independent seeds")
-    a.add_argument("--sgd", help="baseline.h5 from `python -m rewl sgd`")
+    a.add_argument("--sgd", help="baseline.h5 from `rewl sgd`")
     a.add_argument("-o", "--out", required=True, help="figure path; .png and .pdf are written")
     a.add_argument("--label", default="")
     _join_args(a)
@@ -56,8 +57,8 @@ def _parse_spec(spec: str) -> tuple[str, list[str], str | None]:
     return label, run_list, sgd or None
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "rewl analyse") -> int:
+    args = parser(prog).parse_args(argv)
     from .experiment import load_experiment, report_dict
     from .figures import compare_figure, diagnostics_figure, landscape_figure
     join = {} if args.command == "diagnostics" else {"min_common": args.min_common, "max_residual": args.max_residual}

@@ -1,4 +1,4 @@
-"""Command line: ``python -m rewl {run,check,info,status,sgd,bench} ...``.
+"""Command line: ``rewl {run,check,info,status,sgd,bench,analyse} ...`` (also ``python -m rewl``).
 
 Decks are validated before MPI starts; a bad deck prints one message (on rank 0) and every rank
 exits with code 2. `run` installs its stop handlers before anything else (see rewl/stop.py).
@@ -19,11 +19,13 @@ if TYPE_CHECKING:
     from .tasks import TaskFactory
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rewl", description="Replica-exchange Wang-Landau sampling of "
+def parser() -> argparse.ArgumentParser:
+    from . import __version__
+    p = argparse.ArgumentParser(prog="rewl", description="Replica-exchange Wang-Landau sampling of "
                                 "neural-network entropy landscapes S(ln L_train, y).")
+    p.add_argument("--version", action="version", version=f"rewl {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="run (or resume) a deck; under MPI: mpiexec -n N python -m rewl run DECK")
+    r = sub.add_parser("run", help="run (or resume) a deck; under MPI: mpiexec -n N rewl run DECK")
     r.add_argument("deck")
     r.add_argument("--out", help="output directory (default: [output] dir of the deck)")
     r.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
@@ -59,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one core)")
     b.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
     _set_arg(b)
+    a = sub.add_parser("analyse", add_help=False,
+                       help="figures and numbers from run files: rewl analyse {landscape,report,compare,diagnostics} ... "
+                            "(rewl analyse --help)")
+    a.add_argument("analysis_args", nargs=argparse.REMAINDER)
     return p
 
 
@@ -69,7 +75,11 @@ def _set_arg(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["analyse"]:        # its own parser takes every argument, --help included
+        from analysis.cli import main as analyse
+        return analyse(argv[1:])
+    args = parser().parse_args(argv)
     if args.command == "run":
         from .stop import StopRequest
         stop = StopRequest(args.stop_file, args.deadline)    # before the heavy imports and the deck
@@ -86,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.task.kind == "custom" and args.command in ("run", "sgd", "bench"):
         if not quiet:
             print(f'rewl: error: {cfg.path}: [task] kind = "custom": its task is given from Python, '
-                  f'rewl.run(deck, task=MyTask) in a script (README: "Your own task")', file=sys.stderr, flush=True)
+                  f'rewl.run(deck, task=MyTask) in a script (docs/tasks.md, "Your own task")', file=sys.stderr, flush=True)
         return 2
     if args.command == "check" and args.field:
         print(args.out or cfg.output.dir if args.field == "output_dir" else cfg.world_size)

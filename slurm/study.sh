@@ -10,8 +10,9 @@ DECK=${1:?usage: slurm/study.sh DECK SEEDS [sbatch options for the REWL array]}
 SEEDS=${2:?usage: slurm/study.sh DECK SEEDS [sbatch options for the REWL array]}
 shift 2
 here=$(cd "$(dirname "$0")" && pwd)
-PY="${REWL_VENV:-$(pwd)/.venv}/bin/python"
-ranks=$("${PY}" -m rewl check "${DECK}" --print ranks)
+BIN="${REWL_VENV:-$(pwd)/.venv}/bin"
+REWL="${BIN}/rewl"
+ranks=$("${REWL}" check "${DECK}" --print ranks)
 rewl_job=$(sbatch --parsable --ntasks="${ranks}" --array="0-$(( SEEDS - 1 ))" "$@" "${here}/rewl.sbatch" "${DECK}")
 sgd_job=$(sbatch --parsable "${here}/baselines.sbatch" "${DECK}")
 # afterok: only when every seed and the baselines succeeded; a failed one cancels the analysis

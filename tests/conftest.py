@@ -22,12 +22,13 @@ from rewl.storage import RunStore
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MPIEXEC = str(BIN / "mpiexec")
+REWL = str(BIN / "rewl")            # the console script the package installs
 DATA = Path(__file__).resolve().parent / "data"
 
 
 def rewl_cmd(args: list[str], ranks: int | None = None) -> list[str]:
-    """The command line for `python -m rewl ARGS`, under `mpiexec -n ranks` when ranks is given."""
-    cmd = [sys.executable, "-m", "rewl", *args]
+    """The command line for `rewl ARGS`, under `mpiexec -n ranks` when ranks is given."""
+    cmd = [REWL, *args]
     return [MPIEXEC, "-n", str(ranks), *cmd] if ranks else cmd
 
 
@@ -41,6 +42,11 @@ def env() -> dict[str, str]:
 def run_rewl(args: list[str], ranks: int | None = None, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(rewl_cmd(args, ranks), capture_output=True, text=True, timeout=timeout,
                           env=env(), cwd=cwd or ROOT)
+
+
+def run_analysis(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """`rewl analyse ARGS` as a subprocess."""
+    return run_rewl(["analyse", *args], timeout=timeout)
 
 
 def wait_for_checkpoint(store: RunStore, proc: subprocess.Popen, timeout: float = 120) -> int:

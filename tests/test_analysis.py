@@ -18,7 +18,7 @@ from analysis.landscape import (
     sgd_curve,
     sgd_endpoint,
 )
-from conftest import run_rewl
+from conftest import run_analysis, run_rewl
 from rewl.grid import window_bins
 from rewl.storage import BaselineRecord, History, RunRecord, WindowRecord
 
@@ -211,15 +211,6 @@ def test_real_run_through_join_equilibrium_and_every_figure(spiral_deck, tmp_pat
     assert table.returncode == 0 and "SGD endpoint" in table.stdout and "join 0-1" in table.stdout
     strict = run_analysis(["report", *runs, "--max-residual", "0.01"])
     assert strict.returncode == 2 and "residual RMS" in strict.stderr
-
-
-def run_analysis(args: list[str]):
-    import subprocess
-    import sys
-
-    from conftest import ROOT, env
-    return subprocess.run([sys.executable, "-m", "analysis", *args], capture_output=True, text=True, timeout=300,
-                          env=env(), cwd=ROOT)
 
 
 @pytest.mark.mpi

@@ -85,7 +85,7 @@ def test_bad_deck_messages(name, text, words):
 
 @pytest.mark.mpi
 def test_bad_decks_exit_2_through_cli(tmp_path):
-    """Ten kinds of bad deck through `python -m rewl check` and `run`: exit 2, the key named once."""
+    """Ten kinds of bad deck through `rewl check` and `run`: exit 2, the key named once."""
     for k, (name, text, words) in enumerate(BAD[:10]):
         deck = tmp_path / f"bad{k}.toml"
         deck.write_text(text)

@@ -49,7 +49,7 @@ if __name__ == "__main__":
 # ----------------------------------------------------------------------------------------------
 # the tests
 
-from conftest import MPIEXEC, ROOT, assert_same_run, env, run_rewl, wait_for_checkpoint  # noqa: E402
+from conftest import MPIEXEC, ROOT, assert_same_run, env, run_analysis, run_rewl, wait_for_checkpoint  # noqa: E402
 from rewl.storage import RunStore  # noqa: E402
 from rewl.tasks import TaskError, validate_task  # noqa: E402
 from rewl.testsystems import box_entropy, max_error_after_constant  # noqa: E402
@@ -115,8 +115,7 @@ def test_custom_task_runs_exactly_resumes_bit_for_bit_and_is_analysed(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert_same_run(RunStore(tmp_path / "straight"), store, ranks=2, steps=STEPS)
 
-    report = subprocess.run([sys.executable, "-m", "analysis", "report", str(tmp_path / "straight"), "--json"],
-                            capture_output=True, text=True, env=env(), cwd=ROOT, timeout=120)
+    report = run_analysis(["report", str(tmp_path / "straight"), "--json"], timeout=120)
     assert report.returncode == 0, report.stderr
     data = json.loads(report.stdout)
     assert data["x_label"] == "ln E1" and len(data["joins"]) == 1

@@ -3,13 +3,11 @@ two windows, bit-exact resume with velocities, and the spiral tasks under wlmd."
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, assert_same_run, env, run_rewl
+from conftest import assert_same_run, run_analysis, run_rewl
 from rewl.storage import RunStore
 from rewl.testsystems import box_entropy, max_error_after_constant
 
@@ -136,8 +134,7 @@ def test_spiral_regression_runs_trains_baselines_and_is_analysed(make_deck, tmp_
     base = RunStore.read_baseline(tmp_path / "run" / "baseline.h5")
     assert base.y_label == "ln L_test" and base.x[:, -1].mean() < base.x[:, 0].mean()   # Adam lowers the loss
     assert np.isnan(base.accuracy).all()
-    proc = subprocess.run([sys.executable, "-m", "analysis", "report", str(tmp_path / "run"), "--max-residual", "100"],
-                          capture_output=True, text=True, env=env(), cwd=ROOT, timeout=300)
+    proc = run_analysis(["report", str(tmp_path / "run"), "--max-residual", "100"])
     assert proc.returncode == 0, proc.stderr
     assert "y = ln L_test" in proc.stdout and "<A> eq" not in proc.stdout
 

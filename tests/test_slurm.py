@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, assert_same_run, deck_text, env, run_rewl
+from conftest import REWL, ROOT, assert_same_run, deck_text, env, run_rewl
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from cluster import LocalCluster  # noqa: E402
@@ -55,7 +55,7 @@ def _submit(cluster: LocalCluster, cwd: Path, *args: str, **extra_env: str) -> s
 def test_srun_without_mpi_plugin_is_refused_and_pmi2_gives_one_world(cluster, tmp_path):
     deck = _write(tmp_path / "two.toml", "spiral", windows={"count": 2, "overlap": 0.75},
                   run={"seed": 1, "max_steps": 200}, output={"dir": str(tmp_path / "two")})
-    cmd = [sys.executable, "-m", "rewl", "run", str(deck)]
+    cmd = [REWL, "run", str(deck)]
     wrong = cluster.run("srun", "-n", "2", *cmd, cwd=tmp_path, extra_env=env())
     assert wrong.returncode == 2, wrong.stdout + wrong.stderr
     assert "srun started 2 tasks but MPI sees a world of 1 rank" in wrong.stderr
