@@ -1,7 +1,7 @@
 """rewl: replica-exchange Wang-Landau sampling of neural-network entropy landscapes.
 
 ``rewl.Task`` and ``rewl.run`` are the Python entry point for your own network and data
-(``rewl/api.py``). They load lazily: ``python -m rewl run`` must install its stop handlers before
+(``rewl/api.py``). They load lazily: ``rewl run`` must install its stop handlers before
 torch is imported.
 """
 __version__ = "0.1.0"

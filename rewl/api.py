@@ -11,7 +11,7 @@
     raise SystemExit(rewl.run("my_deck.toml", task=MyNet))
 
 The deck stays data (``[task] kind = "custom"``, no code named in it); the task class (or any
-callable taking the rank's torch device) is given here, on every rank. README: "Your own task".
+callable taking the rank's torch device) is given here, on every rank. docs/tasks.md, "Your own task".
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 def run(deck: str | Path, task: TaskFactory, out: str | None = None, resume: bool = False, force: bool = False,
         overrides: tuple[str, ...] = (), stop_file: str | None = None, deadline: float | None = None) -> int:
     """Run (or resume) `deck` with `task` (a ``rewl.Task`` subclass, or a callable device -> Task)
-    under MPI, as ``python -m rewl run`` does; returns its exit code (0 done, 2 bad deck, task or
+    under MPI, as ``rewl run`` does; returns its exit code (0 done, 2 bad deck, task or
     layout; any exception on any rank aborts the whole job). Call it on every rank."""
     stop = StopRequest(stop_file, deadline)
     from .cli import run_checked

@@ -1,4 +1,4 @@
-"""``python -m rewl bench DECK``: walker-steps per second of the deck's batched sampler step (WLMC
+"""``rewl bench DECK``: walker-steps per second of the deck's batched sampler step (WLMC
 or WLMD) against a plain one-walker loop on the same model and data: an nn.Module with one forward
 per step (WLMC), or one forward and one backward per step (WLMD)."""
 from __future__ import annotations

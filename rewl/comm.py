@@ -38,7 +38,7 @@ def launch_problem(world_size: int, environ: Mapping[str, str]) -> str | None:
         return None
     return (f"srun started {tasks} tasks but MPI sees a world of 1 rank in each: srun is not wiring up MPI "
             f"(SLURM's MpiDefault=none), so every task would run its own copy. Launch one {tasks}-rank world "
-            f"with `srun --mpi=pmi2 -n {tasks} python -m rewl run ...`, or `mpiexec -n {tasks} python -m rewl run ...` "
+            f"with `srun --mpi=pmi2 -n {tasks} rewl run ...`, or `mpiexec -n {tasks} rewl run ...` "
             f"inside the allocation (slurm/rewl.sbatch does this)")
 
 

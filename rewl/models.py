@@ -197,7 +197,7 @@ class ResNet10(nn.Module):
     (``GroupNorm(1, width)``). A block is conv - norm - act - conv - norm, plus its input (taken at
     every `stride`-th pixel where the block strides: a shortcut without parameters), then act. Global
     average pooling feeds the linear layer. width = 24: 43,018 parameters (the reference's 43,604 is
-    not reached by any uniform-width design of this kind; README, Tasks).
+    not reached by any uniform-width design of this kind; docs/tasks.md).
 
     ``layers`` holds the parameter-carrying modules in forward order (conv, norm, conv, norm, ...,
     linear): that order is the walker layout."""

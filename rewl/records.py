@@ -170,7 +170,7 @@ class Checkpoint:
 
 @dataclass(kw_only=True)
 class BaselineRecord:
-    """Trajectories of independent SGD/Adam trainings (``python -m rewl sgd``)."""
+    """Trajectories of independent SGD/Adam trainings (``rewl sgd``)."""
 
     deck_text: str = at("deck", dataset=True)
     deck_path: str

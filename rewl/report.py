@@ -1,4 +1,4 @@
-"""``python -m rewl info RUN``: a summary of a run file, read through RunStore."""
+"""``rewl info RUN``: a summary of a run file, read through RunStore."""
 from __future__ import annotations
 
 import sys

@@ -1,7 +1,7 @@
 """Stop requests: SIGTERM or SIGUSR1, a stop file, or a deadline; the driver checks them at every
 synchronisation point and then checkpoints and stops (status "interrupted", resumable).
 
-Standard library only, so ``python -m rewl run`` installs the signal handlers before it imports
+Standard library only, so ``rewl run`` installs the signal handlers before it imports
 anything heavy: a signal that arrives before them kills the process (SLURM was seen to signal one
 second after a job started). The file and the deadline cannot come too early: a batch script
 touches the file when it is signalled, and computes the deadline from the job's end time.

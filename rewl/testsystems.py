@@ -9,7 +9,7 @@ the k caps of the sphere outside the box removed; they do not overlap below 2 a^
 up to E = k a^2, g_k is the k-fold convolution of the density of one x^2 (``_numeric_ln_g``),
 computed by FFT on a fine grid of E and checked against the closed forms where both hold.
 
-Run ``inputs/box_quadratic.toml``, then ``python -m rewl info RUN`` prints each window's error
+Run ``inputs/box_quadratic.toml``, then ``rewl info RUN`` prints each window's error
 against this closed form.
 """
 from __future__ import annotations

@@ -116,7 +116,7 @@ def deposit(est: Estimate, ix: torch.Tensor, iy: torch.Tensor) -> None:
     """Add ln f to ln g and one visit to the histograms at each walker's bin (repeats add up).
 
     ln f per walker visit: the estimate gains what every walker saw, so M walkers build it M times
-    faster (README, "Walkers and convergence"). Runs begun before schema 4 add ln f / M (M =
+    faster (docs/convergence.md, "Walkers and convergence"). Runs begun before schema 4 add ln f / M (M =
     est.walkers: one step of all walkers raised ln g by ln f, as one walker would) and keep that."""
     flat = ix * est.ln_g.shape[1] + iy
     ones = torch.ones_like(flat, dtype=torch.float64)

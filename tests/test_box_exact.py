@@ -75,7 +75,7 @@ def _converged_run(make_deck, tmp_path, n: int, m: int, walkers: int) -> tuple[i
 def test_more_walkers_converge_in_fewer_steps_to_the_exact_entropy(make_deck, tmp_path):
     """ln f and 1/t's time count walker visits, so 4 times the walkers reach the same ln_f_final
     (1e-5 per visit) in at least 2.5 times fewer steps, every visited bin within 0.15 of the exact
-    S per window and joined (README, "Walkers and convergence": 3.8x measured; about 3 minutes)."""
+    S per window and joined (docs/convergence.md, "Walkers and convergence": 3.8x measured; about 3 minutes)."""
     steps = {}
     for walkers in (256, 1024):
         steps[walkers], errors, joined = _converged_run(make_deck, tmp_path, 24, 12, walkers)

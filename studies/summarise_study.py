@@ -1,6 +1,6 @@
 """Headline numbers of docs/results.md from the study's run files, with standard errors over the
 independent sampler seeds (each statistic is computed per run first).
-Usage: python docs/summarise_study.py SGD_FILE RUN... [--max-residual R]"""
+Usage: python studies/summarise_study.py SGD_FILE RUN... [--max-residual R]"""
 from __future__ import annotations
 
 import argparse

@@ -3,7 +3,7 @@
 For runs whose windows cannot be joined (no common bins, or a residual beyond the threshold):
 <y>(x) = sum_y y e^S / sum_y e^S needs only the S of its own row, up to a constant, so each window
 gives it for the rows it visited without any join. Prints one line per row visited by any window.
-    python docs/window_rows.py RUN_DIR BASELINE_H5
+    python studies/window_rows.py RUN_DIR BASELINE_H5
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The table of docs/results.md's spiral sizes: for each network width and SGD length, the SGD
 endpoint against the equilibrium at each run's own final train loss (``analysis``'s Endpoint),
 with the run's joins and convergence.
-Usage: python docs/summarise_sizes.py OUT_DIR WIDTH... --steps S1 S2 [--max-residual R]
+Usage: python studies/summarise_sizes.py OUT_DIR WIDTH... --steps S1 S2 [--max-residual R]
 (OUT_DIR/wW holds run W's files and OUT_DIR/wW/sgd_S/baseline.h5 its SGD runs of S steps)."""
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""Steps to convergence against walkers per window, on an exact system (README, "Walkers and
+"""Steps to convergence against walkers per window, on an exact system (docs/convergence.md, "Walkers and
 convergence"): box_quadratic n = 24, m = 12 over the grid of tests/test_box_exact.py (26 x 28 bins
 of 0.15, past E = 2 a^2), 4 windows under `mpiexec -n 4`, ln_f_final 1e-5 per walker visit for
 every walker count. For each count: the step at which every window was converged, the wall time,
 and max |S - S_exact| over every visited bin after one constant, per window and for the joined S
 (default join thresholds). Prints a Markdown table.
 
-    .venv/bin/python docs/walker_scaling.py [--walkers 64 256 1024 4096] [--n 24 --m 12] [--seeds 41 42 43]
+    .venv/bin/python studies/walker_scaling.py [--walkers 64 256 1024 4096] [--n 24 --m 12] [--seeds 41 42 43]
 
 About 10 minutes per seed on 2 cores for the four default counts (64 walkers is the slowest, 5
 minutes). The steps to converge with thousands of walkers vary by a quarter or more from seed to
@@ -69,7 +69,7 @@ def measure(n: int, m: int, walkers: int, seed: int, work: Path) -> dict:
     path = work / f"box_n{n}_M{walkers}.toml"
     path.write_text(deck(n, m, walkers, seed, out))
     mpiexec = Path(sys.executable).parent / "mpiexec"
-    proc = subprocess.run([str(mpiexec), "-n", "4", sys.executable, "-m", "rewl", "run", str(path), "--force"],
+    proc = subprocess.run([str(mpiexec), "-n", "4", str(mpiexec.parent / "rewl"), "run", str(path), "--force"],
                           capture_output=True, text=True, cwd=ROOT)
     if proc.returncode:
         raise SystemExit(proc.stderr)

@@ -1,6 +1,6 @@
 """WLMD against WLMC on the spiral task: the equilibrium hard test accuracy per ln L_train bin.
 
-    python docs/md_crosscheck.py runs/spiral_md runs/spiral_study_s1 runs/spiral_study_s2 runs/spiral_study_s3
+    python studies/md_crosscheck.py runs/spiral_md runs/spiral_study_s1 runs/spiral_study_s2 runs/spiral_study_s3
 
 The first run is a WLMD run of inputs/spiral_md.toml (y = smoothed accuracy, hard accuracy recorded
 per bin); the others are WLMC runs of inputs/spiral_study.toml (y = hard accuracy). Both decks use
