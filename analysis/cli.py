@@ -1,4 +1,4 @@
-"""``rewl analyse {landscape,report,compare,diagnostics}`` (also ``python -m analysis``): figures and
+"""``rewl analyse {landscape,report,compare,windows,diagnostics}`` (also ``python -m analysis``): figures and
 numbers from run files.
 
 Bad arguments (a missing file, a file that is not a run, runs on different grids, windows that
@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
-from .landscape import AnalysisError, read_run
+from .landscape import AnalysisError, JoinError, read_run
 
 
 def _join_args(p: argparse.ArgumentParser) -> None:
@@ -29,6 +30,8 @@ def parser(prog: str = "rewl analyse") -> argparse.ArgumentParser:
     a.add_argument("--sgd", help="baseline.h5 from `rewl sgd`")
     a.add_argument("-o", "--out", required=True, help="figure path; .png and .pdf are written")
     a.add_argument("--label", default="")
+    a.add_argument("--reference", action="append", default=[], metavar="LABEL=Y",
+                   help="a horizontal reference line at y = Y (e.g. a linear model's test loss); repeatable")
     _join_args(a)
     r = sub.add_parser("report", help="the numbers behind the figures, as a table or JSON")
     r.add_argument("runs", nargs="+")
@@ -40,6 +43,10 @@ def parser(prog: str = "rewl analyse") -> argparse.ArgumentParser:
                    help="one experiment each, e.g. w30=runs/a,runs/b@runs/a/baseline.h5")
     c.add_argument("-o", "--out", required=True)
     _join_args(c)
+    w = sub.add_parser("windows", help="each window of a run on its own (each x row against its own maximum): "
+                       "what a run whose windows do not join can still show")
+    w.add_argument("run")
+    w.add_argument("-o", "--out", required=True)
     d = sub.add_parser("diagnostics", help="ln f, flatness, swap and move acceptance of a run")
     d.add_argument("run")
     d.add_argument("-o", "--out", required=True)
@@ -57,17 +64,26 @@ def _parse_spec(spec: str) -> tuple[str, list[str], str | None]:
     return label, run_list, sgd or None
 
 
+def _parse_reference(spec: str) -> tuple[str, float]:
+    label, _, value = spec.rpartition("=")
+    try:
+        return label or "reference", float(value)
+    except ValueError:
+        raise AnalysisError(f"--reference {spec!r}: expected LABEL=Y with Y a number") from None
+
+
 def main(argv: list[str] | None = None, prog: str = "rewl analyse") -> int:
     args = parser(prog).parse_args(argv)
     from .experiment import load_experiment, report_dict
-    from .figures import compare_figure, diagnostics_figure, landscape_figure
-    join = {} if args.command == "diagnostics" else {"min_common": args.min_common, "max_residual": args.max_residual}
+    from .figures import compare_figure, diagnostics_figure, landscape_figure, windows_figure
+    join = {} if args.command in ("diagnostics", "windows") else \
+        {"min_common": args.min_common, "max_residual": args.max_residual}
     try:
-        if args.command == "diagnostics":
+        if args.command in ("diagnostics", "windows"):
             rec = read_run(args.run)
             from .experiment import not_converged
             warn_unconverged([f"{args.run}: {why}"] if (why := not_converged(rec)) else [])
-            paths = diagnostics_figure(rec, args.out)
+            paths = (diagnostics_figure if args.command == "diagnostics" else windows_figure)(rec, args.out)
         elif args.command == "compare":
             exps = [load_experiment(runs, sgd, label, **join) for label, runs, sgd in map(_parse_spec, args.specs)]
             for exp in exps:
@@ -80,9 +96,19 @@ def main(argv: list[str] | None = None, prog: str = "rewl analyse") -> int:
                 data = report_dict(exp)
                 print(json.dumps(data, indent=1) if args.json else format_report(data))
                 return 0
-            paths = landscape_figure(exp, args.out)
+            paths = landscape_figure(exp, args.out, [_parse_reference(r) for r in args.reference])
             if exp.endpoint is not None:
                 print(endpoint_line(report_dict(exp)))
+    except JoinError as exc:
+        print(f"analysis: error: {exc}", file=sys.stderr)
+        if args.command == "landscape":       # something to look at all the same
+            out = Path(args.out)
+            out = out.with_name(out.with_suffix("").name + "_windows") if out.suffix in (".png", ".pdf") else \
+                out.with_name(out.name + "_windows")
+            paths = windows_figure(read_run(exc.run), out, why=str(exc).removeprefix(f"{exc.run}: "))
+            print(f"analysis: wrote the windows one by one instead: {', '.join(map(str, paths))} "
+                  f"(rewl analyse windows {exc.run} -o FIG)", file=sys.stderr)
+        return 2
     except AnalysisError as exc:
         print(f"analysis: error: {exc}", file=sys.stderr)
         return 2

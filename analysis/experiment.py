@@ -11,6 +11,7 @@ from .landscape import (
     AnalysisError,
     Curve,
     Endpoint,
+    JoinError,
     Landscape,
     check_same_grid,
     equilibrium_accuracy,
@@ -60,8 +61,10 @@ def load_experiment(runs: list[str], sgd: str | None = None, label: str = "", mi
     for rec, name in zip(recs, runs):
         try:
             lands.append(join_windows(rec, min_common, max_residual))
-        except AnalysisError as exc:
-            raise AnalysisError(f"{name}: {exc}") from None
+        except JoinError as exc:
+            err = JoinError(f"{name}: {exc}")
+            err.run = name
+            raise err from None
     visited = np.logical_and.reduce([land.visited for land in lands])
     stack = np.array([np.where(visited, land.entropy, 0.0) for land in lands])
     mean_entropy = np.where(visited, stack.mean(axis=0), -np.inf)

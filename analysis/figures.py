@@ -1,7 +1,9 @@
 """Figures (matplotlib, written as PNG and PDF): the landscape, equilibrium vs SGD over experiments,
-a panel of landscapes (e.g. one per network width), and run diagnostics."""
+a panel of landscapes (e.g. one per network width), the windows of a run one by one, and run
+diagnostics."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +16,7 @@ import numpy as np  # noqa: E402
 from rewl.storage import RunRecord  # noqa: E402
 
 from .experiment import Experiment  # noqa: E402
+from .landscape import row_mean  # noqa: E402
 
 MAGENTA = "#e0249a"
 
@@ -69,9 +72,13 @@ def not_converged_mark(ax: plt.Axes, what: str) -> None:
             color="white", weight="bold", bbox={"facecolor": "tab:red", "alpha": 0.85, "edgecolor": "none"})
 
 
-def landscape_figure(exp: Experiment, out: str | Path) -> list[Path]:
+def landscape_figure(exp: Experiment, out: str | Path, references: list[tuple[str, float]] = ()) -> list[Path]:
+    """The landscape of one experiment; `references`: (label, y) of horizontal lines to compare
+    with (a linear model's test loss, say)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     draw_landscape(ax, exp)
+    for (label, y), style in zip(references, ("--", ":", "-.", (0, (5, 1)))):
+        ax.axhline(y, color="tab:cyan", ls=style, lw=1.4, label=f"{label} ({y:.3g})")
     ax.legend(loc="lower left", fontsize=8, framealpha=0.8)
     return save(fig, out)
 
@@ -98,6 +105,48 @@ def compare_figure(exps: list[Experiment], out: str | Path) -> list[Path]:
     if ends:
         ax.legend(fontsize=7)
     fig.tight_layout()
+    return save(fig, out)
+
+
+def windows_figure(rec: RunRecord, out: str | Path, why: str = "") -> list[Path]:
+    """One panel per window, for runs whose windows do not join: each x row's ln g against its own
+    maximum (visited bins; 0 = the row's most likely y), with the row's equilibrium <y> (magenta
+    dots) and max-entropy y (magenta line). Rows are comparable within a row only: no constant
+    relates one row, or one window, to another here. `why` (the join's refusal) goes in the title."""
+    n = rec.n_windows
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 1.0, 4.2), squeeze=False, sharey=True, layout="constrained")
+    y = 0.5 * (rec.y_edges[1:] + rec.y_edges[:-1])
+    rels = []                        # per window (n_x of it, n_y): ln g - its row's maximum, nan where unvisited
+    for w in rec.windows:
+        seen = w.visits > 0
+        top = np.max(np.where(seen, w.ln_g, -np.inf), axis=1, keepdims=True)
+        rels.append(np.where(seen, w.ln_g - top, np.nan))
+    deepest = min((float(np.nanmin(r)) for r in rels if np.isfinite(r).any()), default=-1.0)
+    vmin = max(deepest, -30.0)      # colour the top 30 units of each row; deeper bins saturate
+    mesh = None
+    for k, (ax, w, rel) in enumerate(zip(axes[0], rec.windows, rels)):
+        lo, hi = w.x_bins
+        x_edges = rec.x_edges[lo: hi + 1]
+        seen = w.visits > 0
+        rel = np.ma.masked_invalid(rel)
+        mesh = ax.pcolormesh(x_edges, rec.y_edges, rel.T, cmap="inferno", vmin=vmin, vmax=0.0, shading="flat")
+        xc = 0.5 * (x_edges[1:] + x_edges[:-1])
+        eq = np.array([row_mean(w.ln_g[i], w.visits[i], y) for i in range(hi - lo)])
+        best = np.array([y[np.argmax(np.where(seen[i], w.ln_g[i], -np.inf))] if seen[i].any() else np.nan
+                         for i in range(hi - lo)])
+        ax.plot(xc, best, "-", color=MAGENTA, lw=1.2, label="max-entropy")
+        ax.plot(xc, eq, "o", ms=3, color=MAGENTA, mec="white", mew=0.4, label="equilibrium <y>")
+        ax.set(xlabel=rec.x_label, title=f"window {k}: ln f {w.ln_f:.2g}, flatness {w.flatness:.2f}")
+        ax.title.set_fontsize(9)
+        ax.set_xlim(x_edges[0], x_edges[-1])
+    axes[0, 0].set_ylabel(rec.y_label)
+    axes[0, 0].set_ylim(rec.y_edges[0], rec.y_edges[-1])
+    axes[0, 0].legend(loc="lower left", fontsize=7, framealpha=0.8)
+    fig.colorbar(mesh, ax=list(axes[0]), label="ln g - max of its x row")
+    head = f"{rec.task}: windows one by one (each x row against its own maximum), {rec.status} after {rec.steps} steps"
+    fig.suptitle("\n".join(textwrap.wrap(head, 110) + textwrap.wrap(f"not joined: {why}" if why else "", 110)), fontsize=9)
+    if rec.status != "converged":
+        not_converged_mark(axes[0, 0], rec.status)
     return save(fig, out)
 
 

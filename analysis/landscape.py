@@ -20,6 +20,13 @@ class AnalysisError(ValueError):
     """Inputs that cannot be analysed: bad files, mixed grids, windows that do not join."""
 
 
+class JoinError(AnalysisError):
+    """Two neighbouring windows of a run cannot be joined; `run` names the run (set by the caller
+    that knows it), so that its windows can still be shown one by one."""
+
+    run: str = ""
+
+
 @dataclass
 class PairJoin:
     """How windows k and k+1 were stitched."""
@@ -100,7 +107,7 @@ def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5)
         a, b = rec.windows[k], rec.windows[k + 1]
         lo, hi = b.x_bins[0], a.x_bins[1]
         if hi <= lo:
-            raise AnalysisError(f"windows {k} and {k + 1} do not overlap in x")
+            raise JoinError(f"windows {k} and {k + 1} do not overlap in x")
         va, vb = a.visits[lo - a.x_bins[0]: hi - a.x_bins[0]], b.visits[: hi - lo]
         ga, gb = a.ln_g[lo - a.x_bins[0]: hi - a.x_bins[0]], b.ln_g[: hi - lo]
         common = (va > 0) & (vb > 0) & ~deep[k][lo - a.x_bins[0]: hi - a.x_bins[0]] & ~deep[k + 1][: hi - lo]
@@ -108,14 +115,14 @@ def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5)
             common[0] = common[-1] = False
         n_common = int(common.sum())
         if n_common < min_common:
-            raise AnalysisError(f"windows {k} and {k + 1} share {n_common} visited bins in their overlap "
+            raise JoinError(f"windows {k} and {k + 1} share {n_common} visited bins in their overlap "
                                 f"(at least {min_common} needed to join them); run longer or widen the overlap")
         w = va[common] * vb[common] / (va[common] + vb[common])
         d = (ga - gb)[common]
         shift = float(np.sum(w * d) / np.sum(w))
         rms = float(np.sqrt(np.sum(w * (d - shift) ** 2) / np.sum(w)))
         if rms > max_residual:
-            raise AnalysisError(f"windows {k} and {k + 1} disagree in their overlap: residual RMS {rms:.3f} "
+            raise JoinError(f"windows {k} and {k + 1} disagree in their overlap: residual RMS {rms:.3f} "
                                 f"> {max_residual} after the best constant; the estimates are inconsistent "
                                 "(not converged?)")
         offsets.append(offsets[-1] + shift)

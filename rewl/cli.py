@@ -62,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
     _set_arg(b)
     a = sub.add_parser("analyse", add_help=False,
-                       help="figures and numbers from run files: rewl analyse {landscape,report,compare,diagnostics} ... "
+                       help="figures and numbers from run files: rewl analyse {landscape,report,compare,windows,diagnostics} ... "
                             "(rewl analyse --help)")
     a.add_argument("analysis_args", nargs=argparse.REMAINDER)
     return p

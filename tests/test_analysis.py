@@ -184,7 +184,7 @@ def test_real_run_through_join_equilibrium_and_every_figure(spiral_deck, tmp_pat
 
     figs = tmp_path / "figs"
     loose = ["--max-residual", "5"]     # 3000 steps are far from converged; the pipeline is under test
-    for args in (["landscape", *runs, "--sgd", sgd, "-o", str(figs / "landscape"), *loose],
+    for args in (["landscape", *runs, "--sgd", sgd, "-o", str(figs / "landscape"), "--reference", "chance=0.5", *loose],
                  ["compare", f"a={runs[0]},{runs[1]}@{sgd}", f"b={runs[1]}@{sgd}", "-o", str(figs / "compare.png"), *loose],
                  ["diagnostics", runs[0], "-o", str(figs / "diagnostics")]):
         proc = run_analysis(args)
@@ -211,6 +211,14 @@ def test_real_run_through_join_equilibrium_and_every_figure(spiral_deck, tmp_pat
     assert table.returncode == 0 and "SGD endpoint" in table.stdout and "join 0-1" in table.stdout
     strict = run_analysis(["report", *runs, "--max-residual", "0.01"])
     assert strict.returncode == 2 and "residual RMS" in strict.stderr
+    # windows that do not join: the landscape is refused, and the windows are drawn one by one instead
+    refused = run_analysis(["landscape", *runs, "-o", str(figs / "strict.png"), "--max-residual", "0.01"])
+    assert refused.returncode == 2 and "residual RMS" in refused.stderr, refused.stderr
+    assert f"wrote the windows one by one instead: {figs / 'strict_windows.png'}" in refused.stderr
+    assert _not_blank(figs / "strict_windows.png") and not (figs / "strict.png").exists()
+    alone = run_analysis(["windows", runs[1], "-o", str(figs / "windows")])
+    assert alone.returncode == 0 and "not converged" in alone.stderr, alone.stderr
+    assert _not_blank(figs / "windows.png") and (figs / "windows.pdf").stat().st_size > 1000
 
 
 @pytest.mark.mpi
@@ -231,6 +239,8 @@ def test_bad_arguments_get_clear_errors(spiral_deck, tmp_path):
     assert proc.returncode == 2 and "not a rewl SGD baseline" in proc.stderr
     proc = run_analysis(["compare", "nolabel", "-o", str(tmp_path / "c")])
     assert proc.returncode == 2 and "LABEL=RUN" in proc.stderr
+    proc = run_analysis(["landscape", str(tmp_path / "g1"), "-o", str(tmp_path / "f"), "--reference", "ridge=low"])
+    assert proc.returncode == 2 and "--reference 'ridge=low': expected LABEL=Y" in proc.stderr
 
 
 def test_equilibrium_hard_accuracy_is_the_entropy_weighted_bin_mean():

@@ -4,6 +4,7 @@ and its errors; a run, baselines and `check` before the data exists."""
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from rewl.storage import RunStore
 from rewl.tasks import FeaturesTask
 
 ROWS, D = 40, 6
+# Kaggle's own train.csv (House Prices - Advanced Regression Techniques), where the machine has it
+KAGGLE_CSV = Path(os.environ.get("REWL_HOUSE_PRICES_CSV", ROOT.parent / "shared" / "data" / "house-prices" / "train.csv"))
+needs_kaggle_csv = pytest.mark.skipif(not KAGGLE_CSV.exists(), reason=f"Kaggle's house-prices train.csv is not at "
+                                      f"{KAGGLE_CSV} (set REWL_HOUSE_PRICES_CSV to its path)")
 
 
 def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -244,3 +249,44 @@ def test_house_prices_deck_checks_then_runs(tmp_path):
     proc = run_rewl(["run", str(deck)])
     assert proc.returncode == 0, proc.stderr
     assert "20 train / 20 test houses" in proc.stdout and RunStore(tmp_path / "run").read_run().n_params == expected * 3 + 7
+
+
+@needs_kaggle_csv
+def test_house_prices_real_file_gives_the_reference_features_and_split():
+    """The real train.csv: 1,460 houses, the reference's 331 features (NA as its own category,
+    `None` kept as a MasVnrType), half the houses for training with data_seed 0."""
+    import pandas as pd
+
+    from rewl.data import house_prices_features
+    x, y, n_train, names = house_prices_features(KAGGLE_CSV, 0.5, seed=0)
+    assert x.shape == (1460, 331) and n_train == 730 and len(names) == 331
+    assert "MasVnrType_None" in names and "MasVnrType_nan" in names
+    raw = pd.read_csv(KAGGLE_CSV, keep_default_na=False, na_values=["NA", ""])
+    assert raw.shape == (1460, 81)
+    ln_price = np.log(raw["SalePrice"].to_numpy(float))
+    # y is ln(SalePrice) standardised with the training rows: the same ordering, an affine map
+    assert abs(y[:n_train].mean()) < 1e-9 and y[:n_train].std() == pytest.approx(1.0)
+    assert np.corrcoef(np.sort(y), np.sort(ln_price))[0, 1] == pytest.approx(1.0)
+    again = house_prices_features(KAGGLE_CSV, 0.5, seed=0)
+    np.testing.assert_array_equal(again[0], x)
+    other = house_prices_features(KAGGLE_CSV, 0.5, seed=1)
+    assert not np.array_equal(other[1][:n_train], y[:n_train])          # data_seed draws the split
+
+
+@needs_kaggle_csv
+@pytest.mark.mpi
+def test_house_prices_real_file_short_run(tmp_path):
+    """The shipped deck on the real file: check gives 6,661 parameters and 730 / 730 houses, and a
+    short run on one window writes its run file."""
+    deck = ROOT / "inputs" / "house_prices.toml"
+    short = ["--set", f'task.data="{KAGGLE_CSV}"', "--set", "windows.count=1", "--set", "grid.x.min=-3.0", "--set", "grid.x.max=1.0",
+             "--set", "sampler.walkers_per_rank=8", "--set", "run.max_steps=300", "--set", "init.equilibration_steps=100",
+             "--set", "output.checkpoint_interval=300", "--out", str(tmp_path / "run")]
+    check = run_rewl(["check", str(deck), *short])
+    assert check.returncode == 0, check.stderr
+    assert "FNN 331 -> 20 -> 1 (6661 parameters)" in check.stdout and "730 train / 730 test houses" in check.stdout
+    proc = run_rewl(["run", str(deck), *short], timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rec = RunStore(tmp_path / "run").read_run()
+    assert rec.steps == 300 and rec.n_params == 6661 and rec.y_label == "ln L_test"
+    assert rec.windows[0].visits.sum() > 0
