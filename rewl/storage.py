@@ -351,11 +351,10 @@ class RunStore:
     def mark_complete(self, step: int) -> None:
         """Record `step` as the last complete checkpoint set, keep the set before it (a resume
         falls back to it when a file of the latest is damaged) and drop older sets."""
-        markers = self._markers()
-        previous = markers.get("LATEST")
-        if previous is None or previous == step:      # a resume that fell back rewrites a step
-            previous = markers.get("PREVIOUS")
-        if previous is not None and previous != step:
+        # the newest marked set before `step` (after a resume that fell back, LATEST may name a
+        # damaged set at or past `step`: it is dropped once the run has moved beyond it)
+        previous = max((s for s in self._markers().values() if s < step), default=None)
+        if previous is not None:
             _write_text_atomic(self.ckpt_dir / "PREVIOUS", f"{previous}\n")
         _write_text_atomic(self.ckpt_dir / "LATEST", f"{step}\n")
         keep = {f"step_{s:012d}" for s in (step, previous) if s is not None}
@@ -384,10 +383,11 @@ class RunStore:
         is not the latest (naming the damaged file). StorageError naming every damaged file, and
         what to do, when no set is usable."""
         latest = self.latest_step()
-        candidates = [latest] + [s for s in self._markers().values() if s < latest][:1]
+        previous = self._markers().get("PREVIOUS")
+        candidates = [latest] + ([previous] if previous is not None and previous < latest else [])
         damage = []
         for step in candidates:
-            problem = next((p for p in map(lambda r: self._unreadable(step, r), range(ranks)) if p), None)
+            problem = next(filter(None, (self._unreadable(step, r) for r in range(ranks))), None)
             if problem is None:
                 warning = None if step == latest else \
                     f"{damage[0]}; resuming from the previous complete checkpoint, step {step}"

@@ -1,15 +1,19 @@
 """Launch and placement, in-process: the srun guard, the GPU of each rank under the environment
 variables of one- and multi-node allocations, the refusal to share a GPU, stop requests, deck
-overrides (--set) and the scripts' helpers (check --print, status)."""
+overrides (--set) and the scripts' helpers (check --print, status); and, as subprocesses, the
+installed `rewl` command."""
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
-from rewl import stop
+from conftest import ROOT, env, run_rewl
+from rewl import __version__, stop
 from rewl.cli import main
 from rewl.comm import launch_problem
 from rewl.config import DeckError, parse
@@ -138,3 +142,21 @@ def test_check_print_and_status(spiral_deck, tmp_path, capsys):
     assert main(["check", deck, "--out", "elsewhere", "--print", "output_dir"]) == 0
     assert main(["status", deck]) == 0
     assert capsys.readouterr().out.split() == ["2", str(tmp_path / "run"), "elsewhere", "none"]
+
+
+@pytest.mark.mpi
+def test_the_rewl_command_and_its_module_forms():
+    """The installed `rewl` command: --version, the analysis as `rewl analyse`; `python -m rewl` and
+    `python -m analysis` are the same programs."""
+    version = run_rewl(["--version"])
+    assert version.returncode == 0 and version.stdout.strip() == f"rewl {__version__}"
+    helped = run_rewl(["--help"])
+    assert helped.returncode == 0 and "analyse" in helped.stdout and "sgd" in helped.stdout
+    analyse = run_rewl(["analyse", "--help"])
+    assert analyse.returncode == 0 and analyse.stdout.startswith("usage: rewl analyse")
+    assert "windows" in analyse.stdout and "landscape" in analyse.stdout
+    for module, args, first in (("rewl", ["--version"], f"rewl {__version__}"),
+                                ("analysis", ["--help"], "usage: python -m analysis")):
+        proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env(),
+                              cwd=ROOT, timeout=120)
+        assert proc.returncode == 0 and proc.stdout.startswith(first), proc.stderr
