@@ -56,7 +56,7 @@ def draw_landscape(ax: plt.Axes, exp: Experiment, colorbar: bool = True) -> None
         if exp.endpoint is not None:
             end = exp.endpoint
             ax.plot([end.x], [end.sgd_y], "*", color="black", mec="white", mew=1.0, ms=13,
-                    label=f"SGD end (advantage {end.advantage:+.3f} $\\pm$ {end.advantage_uncertainty:.3f})")
+                    label=f"SGD end (equilibrium - SGD {end.advantage:+.3f} $\\pm$ {end.advantage_uncertainty:.3f})")
     ax.set_xlabel("ln(train loss)")
     ax.set_ylabel("test accuracy" if land.y_label == "A_test" else land.y_label)
     ax.set_xlim(land.x_edges[0], land.x_edges[-1])
@@ -79,7 +79,8 @@ def landscape_figure(exp: Experiment, out: str | Path, references: list[tuple[st
     draw_landscape(ax, exp)
     for (label, y), style in zip(references, ("--", ":", "-.", (0, (5, 1)))):
         ax.axhline(y, color="tab:cyan", ls=style, lw=1.4, label=f"{label} ({y:.3g})")
-    ax.legend(loc="lower left", fontsize=8, framealpha=0.8)
+    # below the axes: inside, it would hide curves (or the NOT CONVERGED stamp) wherever they run
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False)
     return save(fig, out)
 
 
@@ -141,7 +142,7 @@ def windows_figure(rec: RunRecord, out: str | Path, why: str = "") -> list[Path]
         ax.set_xlim(x_edges[0], x_edges[-1])
     axes[0, 0].set_ylabel(rec.y_label)
     axes[0, 0].set_ylim(rec.y_edges[0], rec.y_edges[-1])
-    axes[0, 0].legend(loc="lower left", fontsize=7, framealpha=0.8)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8, frameon=False)
     fig.colorbar(mesh, ax=list(axes[0]), label="ln g - max of its x row")
     head = f"{rec.task}: windows one by one (each x row against its own maximum), {rec.status} after {rec.steps} steps"
     fig.suptitle("\n".join(textwrap.wrap(head, 110) + textwrap.wrap(f"not joined: {why}" if why else "", 110)), fontsize=9)
