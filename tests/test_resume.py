@@ -13,7 +13,7 @@ from rewl.storage import RunStore
 
 pytestmark = pytest.mark.mpi
 
-STEPS = 30_000
+STEPS = 15_000     # long enough that SIGTERM lands mid-run (checkpoints every 1,000 steps)
 
 
 def _start(deck, ranks: int | None = None) -> subprocess.Popen:
