@@ -103,9 +103,9 @@ def main(argv: list[str] | None = None, prog: str = "rewl analyse") -> int:
         print(f"analysis: error: {exc}", file=sys.stderr)
         if args.command == "landscape":       # something to look at all the same
             out = Path(args.out)
-            out = out.with_name(out.with_suffix("").name + "_windows") if out.suffix in (".png", ".pdf") else \
-                out.with_name(out.name + "_windows")
-            paths = windows_figure(read_run(exc.run), out, why=str(exc).removeprefix(f"{exc.run}: "))
+            base = out.with_suffix("") if out.suffix in (".png", ".pdf") else out
+            paths = windows_figure(read_run(exc.run), base.with_name(base.name + "_windows"),
+                                   why=str(exc).removeprefix(f"{exc.run}: "))
             print(f"analysis: wrote the windows one by one instead: {', '.join(map(str, paths))} "
                   f"(rewl analyse windows {exc.run} -o FIG)", file=sys.stderr)
         return 2

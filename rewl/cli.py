@@ -61,10 +61,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one core)")
     b.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
     _set_arg(b)
-    a = sub.add_parser("analyse", add_help=False,
-                       help="figures and numbers from run files: rewl analyse {landscape,report,compare,windows,diagnostics} ... "
-                            "(rewl analyse --help)")
-    a.add_argument("analysis_args", nargs=argparse.REMAINDER)
+    # listed for --help only: `main` hands `analyse ...` to the analysis's own parser before this one
+    sub.add_parser("analyse", add_help=False, help="figures and numbers from run files: rewl analyse "
+                   "{landscape,report,compare,windows,diagnostics} ... (rewl analyse --help)")
     return p
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 
 def main() -> None:
@@ -15,9 +16,14 @@ def main() -> None:
         from .stop import install_handlers
         install_handlers()
     from .cli import main as cli_main
+    exit_with(cli_main)
+
+
+def exit_with(command: Callable[[], int]) -> None:
+    """Exit with `command`'s code; output piped into `head` and the like stops it quietly, as Unix
+    tools do."""
     try:
-        sys.exit(cli_main())
+        sys.exit(command())
     except BrokenPipeError:
-        # output piped into `head` and the like: stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)

@@ -13,8 +13,8 @@ import argparse
 
 import numpy as np
 
-from rewl.config import load
-from rewl.data import house_prices_features, resolve
+from rewl.config import DeckError, load
+from rewl.data import DataError, house_prices_features, resolve
 
 
 def ridge_fit(x: np.ndarray, y: np.ndarray, penalty: float) -> tuple[np.ndarray, float]:
@@ -42,9 +42,12 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], dest="overrides")
     p.add_argument("--ln-test-only", action="store_true", help="print only ln L_test (for scripts)")
     args = p.parse_args()
-    cfg = load(args.deck, tuple(args.overrides))
-    t = cfg.task
-    x, y, n_train, _ = house_prices_features(resolve(cfg.path, t.data), t.train_fraction, t.data_seed)
+    try:
+        cfg = load(args.deck, tuple(args.overrides))
+        t = cfg.task
+        x, y, n_train, _ = house_prices_features(resolve(cfg.path, t.data), t.train_fraction, t.data_seed)
+    except (DeckError, DataError) as exc:
+        raise SystemExit(f"ridge_reference: error: {exc}") from None
     penalties = np.logspace(-2, 4, 25)
     errors = [cv_error(x[:n_train], y[:n_train], a) for a in penalties]
     best = float(penalties[int(np.argmin(errors))])
