@@ -50,6 +50,10 @@ def _nonneg(v: float) -> str | None:
     return None if v >= 0 else "must be >= 0"
 
 
+def _positive_or_auto(v: float | str) -> str | None:
+    return None if v == "auto" or (not isinstance(v, str) and v > 0) else 'must be > 0 or "auto"'
+
+
 def _one_of(options: tuple[str, ...]) -> Check:
     return lambda v: None if v in options else f"must be one of {', '.join(map(repr, options))}"
 
@@ -162,7 +166,8 @@ class SamplerConfig:
     dt: float = key(1e-3, _positive, only=_WLMD)
     gamma: float = key(0.1, _in(0, 1, "(0, 1]"), only=_WLMD)   # v <- (1 - gamma) v + sqrt(gamma (2 - gamma)) xi
     kernel_width: float = key(1.0, _positive, only=_WLMD)      # sigma of the Gaussian ln g update, in bins
-    wall_strength: float = key(3000.0, _positive, only=_WLMD)  # c of the soft walls c d^2
+    # c of the soft walls c d^2; "auto": tuned during the run (samplers/walls.py)
+    wall_strength: float | str = key("auto", _positive_or_auto, only=_WLMD)
     integrator: str = key("baoab", _one_of(INTEGRATORS), only=_WLMD)
 
 
@@ -276,7 +281,7 @@ class _Table:
                 raise self.err(key, "is required")
             return default
         value = self.data[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
+        kinds = kind if isinstance(kind, tuple) else getattr(kind, "__args__", (kind,))   # X | Y: its members
         if float in kinds and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):

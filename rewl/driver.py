@@ -83,7 +83,8 @@ class Engine:
         self.statuses: list[RankStatus] = []
         self.progress = ProgressLine(cfg.windows.count, cfg.windows.ranks_per_window, self.sampler.rate_label,
                                      self.schedule, cfg.run.max_steps, cfg.output.log_interval,
-                                     self.sampler.low_rate_hint)
+                                     self.sampler.low_rate_hint,
+                                     show_walls=cfg.sampler.kind == "wlmd" and cfg.sampler.wall_strength == "auto")
 
     def map_devices(self) -> str:
         """Collective: every rank's device; refuses two ranks on one GPU unless the deck allows it.
@@ -233,7 +234,7 @@ class Engine:
             swap_accepted=float(self.swaps.accepted[w]) if has_pair else 0.0,
             init_iterations=self.init_iterations, init_seconds=self.init_seconds, flatness_all=est.flatness_all,
             rare_fraction=est.rare_fraction, ln_g_change=est.ln_g_change,
-            round_trips=float(self.walkers.round_trips.sum()))
+            round_trips=float(self.walkers.round_trips.sum()), wall_strength=self.sampler.wall_strength)
         self.statuses = [RankStatus.from_array(row) for row in self.comm.allgather(mine.to_array())]
 
     def record_history(self) -> None:
@@ -351,7 +352,8 @@ class Engine:
                 ln_f=lead.ln_f, stage=lead.stage, per_visit=self.est.per_visit, clock_start=lead.clock_start,
                 one_over_t=lead.one_over_t, converged=lead.converged, flatness=lead.flatness,
                 flatness_all=lead.flatness_all, rare_fraction=lead.rare_fraction, ln_g_change=lead.ln_g_change,
-                init_iterations=max(r.init_iterations for r in ranks), init_seconds=max(r.init_seconds for r in ranks)))
+                init_iterations=max(r.init_iterations for r in ranks), init_seconds=max(r.init_seconds for r in ranks),
+                wall_strength=lead.wall_strength))
         return RunRecord(
             deck_text=cfg.text, deck_path=cfg.path, deck_overrides=json.dumps(list(cfg.overrides)), status=status,
             task=self.task.name, sampler=cfg.sampler.kind,

@@ -21,17 +21,18 @@ class ProgressLine:
     """Per window: ln f, flatness (the schedule's / over every visited bin), the fraction of rare
     visited bins, the change of ln g since the previous checkpoint (dS), move rate (and kinetic
     temperature under wlmd); swap acceptance per window pair and the walkers' round trips between
-    the end windows; ln f progress; elapsed time and the time left in the step budget."""
+    the end windows (and the walls' c when tuned); ln f progress; elapsed time and the time left in the step budget."""
 
     HOT = 1.5       # kinetic temperature above which the Langevin integration is called unstable
     LOW_RATE = 0.5  # a window's move rate under which `low_rate_hint` is shown (when there is one)
 
     def __init__(self, n_windows: int, ranks_per_window: int, rate_label: str, schedule: Schedule,
-                 max_steps: int, log_interval: float, low_rate_hint: str = ""):
+                 max_steps: int, log_interval: float, low_rate_hint: str = "", show_walls: bool = False):
         self.n_windows, self.ranks_per_window = n_windows, ranks_per_window
         self.rate_label, self.schedule = rate_label, schedule
         self.max_steps, self.log_interval = max_steps, log_interval
         self.low_rate_hint = low_rate_hint
+        self.show_walls = show_walls      # the walls' c per window (they change under wall_strength = "auto")
         self.last_log = 0.0
         self.warned_hot = self.warned_low = False
         self.tty = sys.stdout.isatty()
@@ -57,6 +58,8 @@ class ProgressLine:
             temperature = np.mean([r.kinetic_t for r in ranks])
             if np.isfinite(temperature):
                 part += f" T={temperature:.2f}"
+            if self.show_walls:
+                part += f" c={lead.wall_strength:.3g}"
             parts.append(part)
         swaps = []
         for k in range(self.n_windows - 1):

@@ -74,6 +74,7 @@ class WindowRecord(EstimateRecord):
     x_bins: tuple[int, int]                   # [lo, hi) in the global x grid
     init_iterations: int                      # gradient iterations of the drive into the window
     init_seconds: float
+    wall_strength: float = float("nan")       # wlmd: c of the soft walls then (its first rank's; nan: wlmc, older files)
 
 
 @dataclass(kw_only=True)

@@ -51,6 +51,7 @@ def info(path: str) -> int:
           f"deep: visited bins more than decide_depth = {depth:g} below the top of their x row (not in the flat test "
           "unless visited more than the rest: a trap)")
     _partial_bins(rec)
+    _walls(rec)
     for k in range(rec.n_windows - 1):
         rate = rec.swap_accepted[k] / max(1.0, rec.swap_attempted[k])
         print(f"  swaps {k}<->{k + 1}: {int(rec.swap_accepted[k])}/{int(rec.swap_attempted[k])} accepted ({rate:.3f})")
@@ -121,6 +122,15 @@ def decide_depth(rec: RunRecord) -> float:
 def _deck(rec: RunRecord) -> Config:
     """The run's deck as it ran (its text and --set overrides, both stored in the run file)."""
     return parse(rec.deck_text, rec.deck_path, rec.overrides)
+
+
+def _walls(rec: RunRecord) -> None:
+    """The soft walls' c per window (wlmd runs that recorded it), and whether the run tuned them."""
+    if rec.sampler != "wlmd" or not any(np.isfinite(w.wall_strength) for w in rec.windows):
+        return
+    auto = _deck(rec).sampler.wall_strength == "auto"
+    print("  soft walls c per window: " + ", ".join(f"{w.wall_strength:.4g}" for w in rec.windows)
+          + (' (tuned during the run: wall_strength = "auto")' if auto else " (the deck's)"))
 
 
 def _num(value: float, digits: int) -> str:

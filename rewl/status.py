@@ -33,6 +33,7 @@ class RankStatus:
     rare_fraction: float         # visited bins with visits below 10 % of the median
     ln_g_change: float           # since the previous checkpoint, after its constant
     round_trips: float           # completed round trips of this rank's walkers
+    wall_strength: float         # c of the soft walls (wlmd), nan otherwise
 
     def to_array(self) -> np.ndarray:
         """(n_fields,) float64, for one allgather."""

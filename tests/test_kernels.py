@@ -692,7 +692,7 @@ def test_md_with_the_exact_entropy_gives_a_flat_histogram(integrator, expected):
     walkers.velocities = thermal_velocities(params, gen)
     est = Estimate.zeros(window.shape, 1.0, torch.device("cpu"))
     est.ln_g[:] = torch.as_tensor(box_entropy(grid.x.edges, grid.y.edges, 4, 2, 1.0))
-    md = Langevin.from_config(cfg.sampler, window, torch.device("cpu"))
+    md = Langevin.from_config(cfg.sampler, window, cfg.sampler.wall_strength, torch.device("cpu"))
     counters = MDCounters.zeros(torch.device("cpu"))
     hist = torch.zeros_like(est.ln_g)
     deposits = kernel_table(window.shape, md.kernel)              # unused: ln g stays fixed (update=False)

@@ -83,12 +83,14 @@ def test_wlmd_respects_the_edge_of_the_reachable_region_inside_the_grid(make_dec
 def test_wlmd_resume_is_bit_identical_with_velocities(make_deck, tmp_path):
     """2 ranks, 2 windows: stop at 1500 steps, resume to 3000; equal to a straight 3000-step run
     (velocities, smoothed-accuracy estimate, hard-accuracy sums, exchanges, RNG states)."""
-    straight = make_deck("spiral_md", "straight", run={"max_steps": 3000})
+    auto = {"wall_strength": "auto"}       # the tuned walls' state travels too (the stop falls mid-interval)
+    straight = make_deck("spiral_md", "straight", run={"max_steps": 3000}, sampler=auto)
     proc = run_rewl(["run", str(straight)], ranks=2, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    first = make_deck("spiral_md", "stopped", run={"max_steps": 1500})
+    first = make_deck("spiral_md", "stopped", run={"max_steps": 1250}, sampler=auto)
     assert run_rewl(["run", str(first)], ranks=2, timeout=600).returncode == 0
-    longer = make_deck("spiral_md", "longer", run={"max_steps": 3000}, output={"dir": str(tmp_path / "stopped")})
+    longer = make_deck("spiral_md", "longer", run={"max_steps": 3000}, output={"dir": str(tmp_path / "stopped")},
+                       sampler=auto)
     proc = run_rewl(["run", str(longer), "--resume"], ranks=2, timeout=600)
     assert proc.returncode == 0, proc.stderr
     a, b = RunStore(tmp_path / "straight"), RunStore(tmp_path / "stopped")
@@ -103,7 +105,11 @@ def test_wlmd_resume_is_bit_identical_with_velocities(make_deck, tmp_path):
         assert ((mean >= 0) & (mean <= 1)).all()
     # walkers inside the window most of the time; the progress line reports the kinetic temperature
     assert (rec.move_accepted / rec.move_attempted).min() > 0.5
-    assert re.search(r"T=\d\.\d\d", proc.stdout)
+    assert re.search(r"T=\d\.\d\d c=\S+", proc.stdout)
+    # the walls' c is in the run file and in `info`
+    assert all(np.isfinite(w.wall_strength) and w.wall_strength > 0 for w in rec.windows)
+    info = run_rewl(["info", str(tmp_path / "straight")])
+    assert "soft walls c per window: " in info.stdout and '(tuned during the run: wall_strength = "auto")' in info.stdout
 
 
 @pytest.mark.mpi
@@ -159,10 +165,10 @@ def test_walls_note_and_the_soft_wall_warning(capsys):
 
     def status(window: int, attempted: float, accepted: float) -> RankStatus:
         return RankStatus(window, 1.0, 0.0, False, False, 0, False, 0.0, attempted, accepted, 1.0, 0.0, 0.0,
-                          0, 0.0, 0.0, 0.0, float("nan"), 0.0)
+                          0, 0.0, 0.0, 0.0, float("nan"), 0.0, 1.0)
 
     schedule = make_schedule(ScheduleConfig())
-    md_line = ProgressLine(2, 1, WLMD.rate_label, schedule, 100, 0.0, WLMD.low_rate_hint)
+    md_line = ProgressLine(2, 1, WLMD.rate_label, schedule, 100, 0.0, WLMD.fixed_walls_hint)
     md_line.show(0, [status(0, 0.0, 0.0), status(1, 0.0, 0.0)], 0.0, 1.0)      # before any step: quiet
     assert "warning" not in capsys.readouterr().err
     md_line.show(10, [status(0, 100.0, 90.0), status(1, 100.0, 3.0)], 1.0, 1.0)
@@ -173,3 +179,58 @@ def test_walls_note_and_the_soft_wall_warning(capsys):
     mc_line = ProgressLine(2, 1, WLMC.rate_label, schedule, 100, 0.0, WLMC.low_rate_hint)
     mc_line.show(10, [status(0, 100.0, 20.0), status(1, 100.0, 3.0)], 1.0, 1.0)  # a low acceptance is no fault
     assert "warning" not in capsys.readouterr().err
+
+
+def test_auto_walls_raise_until_walkers_stay_inside_and_back_off_when_hot():
+    """wall_strength = "auto": c starts at min(settling, stability) values, doubles every INTERVAL
+    steps while under 90 % of walker-steps were inside and kT held within 0.1 of 1; a hot interval
+    (or one hot sync) halves it, never below the start, and ends the raising for good. The state
+    round-trips through a checkpoint to the same decisions; fixed walls never move."""
+    from rewl.samplers import walls
+    from rewl.samplers.walls import INTERVAL, WallControl
+
+    c = WallControl("auto")
+    c.begin(n_params=1000, x_width=0.1, dt=1e-3, max_grad_sq=1.0)
+    assert c.strength == c.start_strength == min(walls.settling_strength(1000, 0.1), walls.stable_strength(1.0, 1e-3))
+    assert walls.settling_strength(1000, 0.1) == 5000.0         # 2 c d = n / 2 at d = half a bin
+    assert walls.stable_strength(1.0, 1e-3) == pytest.approx(500_000.0)   # omega dt = 1: 2 c |g|^2 dt^2 = 1
+    c.begin(n_params=1000, x_width=0.1, dt=1e-3, max_grad_sq=1000.0)        # a steep walker: stability decides
+    start = c.strength
+    assert start == pytest.approx(500.0)
+
+    def interval(end: int, inside_fraction: float, t: float = 1.0, syncs: int = 5) -> bool:
+        """`syncs` synchronisations up to step `end` of 1000 walkers, `inside_fraction` of their
+        steps since the last decision inside, kT = t; True when c changed."""
+        steps_before, inside_before = c.marks
+        changed = False
+        for k in range(1, syncs + 1):
+            step = end - INTERVAL + k * INTERVAL // syncs
+            walker_steps = 1000.0 * step
+            c.observe(t)
+            changed |= c.decide(step, walker_steps, inside_before + inside_fraction * (walker_steps - steps_before))
+        return changed
+
+    assert interval(INTERVAL, 0.5) and c.strength == 2 * start               # walkers out: raise
+    assert interval(2 * INTERVAL, 0.6) and c.strength == 4 * start
+    assert not interval(3 * INTERVAL, 0.95) and c.strength == 4 * start      # inside: keep
+    saved = c.state()
+    twin = WallControl("auto")
+    twin.load_state(saved)
+    assert interval(4 * INTERVAL, 0.5, t=1.15) and c.strength == 2 * start   # hot interval: back off, stop
+    assert not c.raising
+    assert not interval(5 * INTERVAL, 0.1) and c.strength == 2 * start       # no more raising
+    c, mine = twin, c
+    interval(4 * INTERVAL, 0.5, t=1.15)
+    assert c.strength == mine.strength and not c.raising                     # the same decisions after a resume
+    c.observe(40.0)                                                          # one blown-up sync: at once
+    assert c.decide(4 * INTERVAL + 100, 0.0, 0.0) and c.strength == start
+    c.observe(float("nan"))
+    assert not c.decide(4 * INTERVAL + 200, 0.0, 0.0) and c.strength == start   # never below the start
+
+    fixed = WallControl(300.0)
+    fixed.begin(n_params=1000, x_width=0.1, dt=1e-3, max_grad_sq=100.0)
+    fixed.observe(5.0)
+    assert not fixed.decide(INTERVAL, 1000.0, 0.0) and fixed.strength == 300.0
+    legacy = WallControl("auto")                 # a checkpoint from before the walls were kept
+    legacy.load_state({"steps": np.zeros(1)})
+    assert legacy.strength == walls.LEGACY_STRENGTH and not legacy.auto

@@ -71,6 +71,11 @@ class Sampler(ABC):
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         """The inverse of ``state``."""
 
+    @property
+    def wall_strength(self) -> float:
+        """c of the soft walls now (samplers with walls), else nan."""
+        return float("nan")
+
     def kinetic_temperature(self, walkers: Walkers) -> float:
         """<v^2> of the walkers (should be 1), or nan for samplers without velocities."""
         return float("nan")

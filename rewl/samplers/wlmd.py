@@ -26,6 +26,7 @@ from ..wl import (
     wall_slope,
 )
 from .base import Sampler
+from .walls import WallControl, steepest_gradient
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,8 @@ class Langevin:
     y_range: tuple[float, float]     # the grid's y range; soft walls outside
 
     @classmethod
-    def from_config(cls, cfg: SamplerConfig, window: Window, device: torch.device) -> Langevin:
-        return cls(cfg.dt, cfg.gamma, cfg.integrator == "baoab", cfg.wall_strength,
+    def from_config(cls, cfg: SamplerConfig, window: Window, wall_strength: float, device: torch.device) -> Langevin:
+        return cls(cfg.dt, cfg.gamma, cfg.integrator == "baoab", wall_strength,
                    gaussian_kernel(cfg.kernel_width, device=device), window.x_range, window.y_range)
 
 
@@ -155,15 +156,18 @@ class WLMD(Sampler):
 
     kind = "wlmd"
     rate_label = "in"
-    low_rate_hint = ("walkers sit in the soft walls outside their windows, where ln g is not updated; raise "
-                     "[sampler] wall_strength (`rewl check` estimates how far past the edge they settle) and "
-                     "watch T= (stiffer walls may need a smaller dt)")
+    fixed_walls_hint = ("walkers sit in the soft walls outside their windows, where ln g is not updated; raise "
+                        "[sampler] wall_strength (`rewl check` estimates how far past the edge they settle) and "
+                        "watch T= (stiffer walls may need a smaller dt), or set it to \"auto\"")
+    auto_walls_hint = ("walkers sit in the soft walls outside their windows, where ln g is not updated; the tuned walls "
+                       "(c= in this line) stop rising where kT leaves 1 +- 0.1: lower [sampler] dt so they can stiffen")
     carries_velocities = True
     keeps_offsets = True
 
     def __init__(self, cfg, task, window, device):
         super().__init__(cfg, task, window, device)
-        self.langevin = Langevin.from_config(cfg, window, device)
+        self.walls = WallControl(cfg.wall_strength)
+        self.langevin = Langevin.from_config(cfg, window, self.walls.strength, device)
         self.counters = MDCounters.zeros(device)
         self.mirrored = kernel_table(window.shape, self.langevin.kernel)
         self.set_edges(torch.zeros(window.shape, dtype=torch.float64, device=device),
@@ -183,6 +187,13 @@ class WLMD(Sampler):
 
     def start(self, walkers: Walkers, est: Estimate, gen: torch.Generator, steps: int) -> None:
         walkers.velocities = thermal_velocities(walkers.params, gen)
+        if self.walls.auto:
+            w = walkers.params.detach().requires_grad_(True)
+            with torch.enable_grad():
+                x, _, _ = self.task.md_cvs(w)
+                steepest = steepest_gradient(x, w)
+            self.walls.begin(self.task.n_params, self.window.grid.x.width, self.cfg.dt, steepest)
+            self.langevin = replace(self.langevin, wall_strength=self.walls.strength)
         edges = torch.as_tensor(self.window.grid.x.edges, dtype=torch.float64, device=self.device)
         home = self.window.lo + walkers.ix
         held = replace(self.langevin, x_range=(edges[home], edges[home + 1]))     # walls around each walker's x bin
@@ -196,6 +207,8 @@ class WLMD(Sampler):
         wlmd_step(self.task, self.window, walkers, est, self.langevin, self.counters, gen, self.deposits, self.region)
 
     def at_sync(self, step: int, est: Estimate) -> None:
+        if self.walls.auto and self.walls.decide(step, float(self.counters.steps), float(self.counters.inside)):
+            self.langevin = replace(self.langevin, wall_strength=self.walls.strength)
         scale, fraction = self.edge_scale, self.fraction
         if self.region is not None and not torch.equal(self.region, est.visits > 0):
             scale = reachable_scale(est.visits, self.mirrored, self.edge_scale)
@@ -212,6 +225,8 @@ class WLMD(Sampler):
 
     def end_block(self, walkers: Walkers) -> None:
         walkers.refresh(self.task, self.window)
+        if self.walls.auto:
+            self.walls.observe(self.kinetic_temperature(walkers))
 
     def totals(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.counters.steps, self.counters.inside
@@ -219,13 +234,24 @@ class WLMD(Sampler):
     def state(self) -> dict[str, np.ndarray]:
         optional = {"edge_scale": self.edge_scale, "reach_fraction": self.fraction}
         return {"steps": self.counters.steps.cpu().numpy(), "inside": self.counters.inside.cpu().numpy(),
-                **{key: value.cpu().numpy() for key, value in optional.items() if value is not None}}
+                **{key: value.cpu().numpy() for key, value in optional.items() if value is not None},
+                **self.walls.state()}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.counters = MDCounters(torch.as_tensor(state["steps"], device=self.device),
                                    torch.as_tensor(state["inside"], device=self.device))
         scale, fraction = (state.get(key) for key in ("edge_scale", "reach_fraction"))
         self.set_edges(*(None if a is None else torch.as_tensor(a, device=self.device) for a in (scale, fraction)))
+        self.walls.load_state(state)
+        self.langevin = replace(self.langevin, wall_strength=self.walls.strength)
+
+    @property
+    def low_rate_hint(self) -> str:
+        return self.auto_walls_hint if self.walls.auto else self.fixed_walls_hint
+
+    @property
+    def wall_strength(self) -> float:
+        return self.walls.strength
 
     def kinetic_temperature(self, walkers: Walkers) -> float:
         return float(walkers.velocities.double().square().mean())
