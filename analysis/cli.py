@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None, prog: str = "rewl analyse") -> int:
             for exp in exps:
                 warn_unconverged(exp.unconverged)
             paths = compare_figure(exps, args.out)
+            print(compare_table(exps))
         else:
             exp = load_experiment(args.runs, args.sgd, getattr(args, "label", ""), **join)
             warn_unconverged(exp.unconverged)
@@ -114,6 +115,23 @@ def main(argv: list[str] | None = None, prog: str = "rewl analyse") -> int:
         return 2
     print("wrote " + ", ".join(map(str, paths)))
     return 0
+
+
+def compare_table(exps: list) -> str:
+    """One row per experiment: its size and the comparison at its SGD endpoints (the numbers
+    behind the compare figure's last two panels)."""
+    rows = [f"{'experiment':<14} {'parameters':>10}  {'SGD end x':>9}  {'runs (out)':>10}  {'equilibrium':>11}  "
+            f"{'SGD':>8}  {'eq - SGD':>8}  {'+- runs':>7}  {'+- all':>7}  status"]
+    for exp in exps:
+        e = exp.endpoint
+        status = "NOT CONVERGED" if exp.unconverged else "converged"
+        if e is None:
+            rows.append(f"{exp.label:<14} {exp.n_params:>10,}  (no SGD baseline)  {status}")
+            continue
+        rows.append(f"{exp.label:<14} {exp.n_params:>10,}  {e.x:9.3f}  {e.runs:>5d} ({e.runs_outside:d})  "
+                    f"{_num(e.eq_y):>11}  {_num(e.sgd_y):>8}  {_num(e.advantage, '+.3f'):>8}  "
+                    f"{_num(e.advantage_stderr):>7}  {_num(e.advantage_uncertainty):>7}  {status}")
+    return "\n".join(rows)
 
 
 def endpoint_line(data: dict) -> str:

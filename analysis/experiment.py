@@ -38,6 +38,7 @@ class Experiment:
     endpoint: Endpoint | None
     eq_accuracy: Curve | None = None   # equilibrium hard test accuracy(x) over runs, where recorded
     unconverged: list[str] = field(default_factory=list)   # "RUN: why" for each run not converged
+    n_params: int = 0             # the network's parameter count
 
     @property
     def land(self) -> Landscape:
@@ -83,7 +84,8 @@ def load_experiment(runs: list[str], sgd: str | None = None, label: str = "", mi
         mismatches = [p.equilibrium_mismatch for land in lands for p in land.pairs if np.isfinite(p.equilibrium_mismatch)]
         endpoint.window_disagreement = max(mismatches, default=float("nan"))
     return Experiment(label or Path(runs[0]).name, runs, lands, mean_entropy, visited, eq, top, curve, endpoint,
-                      eq_accuracy, [f"{name}: {why}" for name, rec in zip(runs, recs) if (why := not_converged(rec))])
+                      eq_accuracy, [f"{name}: {why}" for name, rec in zip(runs, recs) if (why := not_converged(rec))],
+                      recs[0].n_params)
 
 
 def not_converged(rec) -> str:

@@ -85,12 +85,15 @@ def landscape_figure(exp: Experiment, out: str | Path, references: list[tuple[st
 
 
 def compare_figure(exps: list[Experiment], out: str | Path) -> list[Path]:
-    """Left: a panel of the experiments' landscapes. Right: equilibrium vs SGD at the SGD endpoint,
-    one point per experiment, with the diagonal (above it: the high-entropy advantage)."""
+    """Left: a panel of the experiments' landscapes. Then equilibrium vs SGD at the SGD endpoint,
+    one point per experiment, with the diagonal (above it: the high-entropy advantage). Last, the
+    gap equilibrium - SGD at the endpoints against the parameter count (the reference study's
+    width panel), with the seeds' and the windows' uncertainty; open markers: not converged."""
     n = len(exps)
-    fig, axes = plt.subplots(1, n + 1, figsize=(4.2 * (n + 1), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, n + 2, figsize=(4.2 * (n + 2), 3.8), squeeze=False)
     for ax, exp in zip(axes[0][:n], exps):
         draw_landscape(ax, exp, colorbar=False)
+    draw_gap_by_size(axes[0][n + 1], exps)
     ax = axes[0][n]
     ends = [(e.label, e.endpoint) for e in exps if e.endpoint is not None]
     for label, end in ends:
@@ -107,6 +110,24 @@ def compare_figure(exps: list[Experiment], out: str | Path) -> list[Path]:
         ax.legend(fontsize=7)
     fig.tight_layout()
     return save(fig, out)
+
+
+def draw_gap_by_size(ax, exps: list[Experiment]) -> None:
+    """equilibrium - SGD at the SGD endpoints (``Endpoint.advantage``) against n_params, log x."""
+    for exp in exps:
+        end = exp.endpoint
+        if end is None or not np.isfinite(end.advantage):
+            continue
+        ax.errorbar(exp.n_params, end.advantage, yerr=end.advantage_uncertainty, fmt="o", ms=6, capsize=3,
+                    mfc="none" if exp.unconverged else None, label=exp.label)
+    ax.axhline(0.0, color="k", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("equilibrium - SGD at the SGD endpoints")
+    ax.set_title("gap by network size" + (" (open: not converged)" if any(e.unconverged for e in exps) else ""),
+                 fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
 
 
 def windows_figure(rec: RunRecord, out: str | Path, why: str = "") -> list[Path]:

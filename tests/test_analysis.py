@@ -189,6 +189,10 @@ def test_real_run_through_join_equilibrium_and_every_figure(spiral_deck, tmp_pat
                  ["diagnostics", runs[0], "-o", str(figs / "diagnostics")]):
         proc = run_analysis(args)
         assert proc.returncode == 0, (args, proc.stderr)
+        if args[0] == "compare":            # the numbers behind its panels, one row per experiment
+            rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[1:3]}
+            assert proc.stdout.startswith("experiment ") and set(rows) == {"a", "b"}, proc.stdout
+            assert rows["a"][1] == "116" and rows["a"][-2:] == ["NOT", "CONVERGED"], proc.stdout
     for name in ("landscape", "compare", "diagnostics"):
         assert (figs / f"{name}.pdf").stat().st_size > 1000
         assert _not_blank(figs / f"{name}.png"), name
