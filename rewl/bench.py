@@ -1,6 +1,7 @@
 """``rewl bench DECK``: walker-steps per second of the deck's batched sampler step (WLMC
 or WLMD) against a plain one-walker loop on the same model and data: an nn.Module with one forward
-per step (WLMC), or one forward and one backward per step (WLMD)."""
+per step (WLMC), or one forward and one backward per step (WLMD). ``--sweep N,N,...``: the
+batched step's rate and memory at each walker count, to choose ``walkers_per_rank``."""
 from __future__ import annotations
 
 import time
@@ -30,6 +31,98 @@ def _timed(step, seconds: float) -> tuple[int, float]:
         dt = time.perf_counter() - t0
         if dt >= seconds:
             return calls, dt
+
+
+def _size(n_bytes: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.1f} {unit}"
+    return f"{n_bytes:.0f} B"
+
+
+def step_memory(step, device: torch.device) -> tuple[int | None, str]:
+    """Bytes one call of step() needs, and what they are: on a GPU the peak allocated during the
+    call above what was allocated before it (torch's allocator statistics); on the CPU, which has
+    no such statistics, the bytes autograd keeps for the backward during the call (every saved
+    tensor once), the dominant term of a WLMD step, a lower bound of its peak (None for a step
+    without a backward: WLMC)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        return torch.cuda.max_memory_allocated(device) - before, "peak allocated during one step"
+    seen: dict[tuple[int, int], int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        seen[(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    if not seen:
+        return None, "not measured on the CPU for a step without a backward (wlmc)"
+    return sum(seen.values()), "kept for the backward during one step (a lower bound of the peak)"
+
+
+def rank_memory(cfg: Config, task, window: Window, probe: int = 4) -> tuple[float | None, float, str]:
+    """Bytes per walker of one step (``step_memory`` over `probe` walkers drawn in the box, on the
+    task's device; None where not measurable) and of the walkers' own arrays, and what the first is."""
+    device = task.lo.device
+    gen = torch.Generator(device=device).manual_seed(cfg.run.seed)
+    state, _ = Walkers.at(task, task.sample_uniform(probe, gen), window)
+    sampler = make_sampler(cfg.sampler, task, window, device)
+    est = Estimate.zeros(window.shape, 1e-3, device, with_accuracy=task.has_accuracy, with_offsets=sampler.keeps_offsets)
+    sampler.start(state, est, gen, 0)
+    used, what = step_memory(lambda: sampler.step(state, est, gen), device)
+    arrays = sum(t.numel() * t.element_size() for t in (state.params, state.velocities) if t is not None)
+    return None if used is None else used / probe, arrays / probe, what
+
+
+def _batched_step(sampler, state: Walkers, est: Estimate, gen: torch.Generator, device: torch.device):
+    """One batched sampler step of all walkers, finished on the device when called."""
+    def step() -> None:
+        sampler.step(state, est, gen)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return step
+
+
+def sweep(cfg: Config, seconds: float, counts: list[int], threads: int, device_name: str = "cpu") -> int:
+    """The batched step's walker-steps/s and memory at each walker count in `counts`. The walkers
+    are copies of 16 driven into the middle window (the rate does not depend on where they are
+    inside it); the memory is ``step_memory``'s, with the walkers' own arrays besides."""
+    torch.set_num_threads(threads)
+    keep_freed_memory()
+    device = torch.device(device_name)
+    task = make_task(cfg, device)
+    window = Window.split(cfg.grid, cfg.windows.count, cfg.windows.overlap)[cfg.windows.count // 2]
+    gen = torch.Generator(device=device).manual_seed(cfg.run.seed)
+    seeds, _ = drive_into_window(task, task.sample_uniform(min(16, max(counts)), gen), window.x_range, window.y_range,
+                                 cfg.init.max_iterations, cfg.init.learning_rate)
+    seeds = seeds.detach()
+    print(f"bench --sweep {cfg.path}: {task.describe()}; {cfg.sampler.kind}; {threads} torch thread(s) on {device}")
+    print(f"  {'walkers':>8}  {'walker-steps/s':>14}  {'step memory':>12}  {'per walker':>10}  {'walker arrays':>13}")
+    for count in counts:
+        state, _ = Walkers.at(task, seeds[torch.arange(count, device=device) % len(seeds)].clone(), window)
+        sampler = make_sampler(cfg.sampler, task, window, device)
+        est = Estimate.zeros(window.shape, 1e-3, device, with_accuracy=task.has_accuracy,
+                             with_offsets=sampler.keeps_offsets)
+        sampler.start(state, est, gen, 0)
+        batched = _batched_step(sampler, state, est, gen, device)
+        try:
+            calls, dt = _timed(batched, seconds)
+            used, what = step_memory(batched, device)
+        except torch.OutOfMemoryError:
+            print(f"  {count:8d}  out of memory on {device}")
+            break
+        held = sum(t.numel() * t.element_size() for t in (state.params, state.velocities) if t is not None)
+        print(f"  {count:8d}  {calls * count / dt:14,.1f}  {'n/a' if used is None else _size(used):>12}  "
+              f"{'n/a' if used is None else _size(used / count):>10}  {_size(held):>13}")
+        del state, sampler, est
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    print(f"  step memory: {what}; walker arrays: the walkers' parameters (and velocities)")
+    return 0
 
 
 def bench(cfg: Config, seconds: float, walkers: int | None, threads: int, device_name: str = "cpu") -> int:
@@ -108,19 +201,19 @@ def _plain_mc(task, module, grid: Grid, est: Estimate, lo: int, gen: torch.Gener
 
     def one() -> None:
         with torch.no_grad():
-            i = int(torch.randint(0, task.n_params, (1,), generator=gen))
+            i = int(torch.randint(0, task.n_params, (1,), generator=gen, device=gen.device))   # draws on the generator's device
             k = 0
             while i >= sizes[k]:
                 i -= sizes[k]
                 k += 1
             p = flat_params[k].view(-1)
             old = float(p[i])
-            p[i] = old + 0.01 * (2 * float(torch.rand(1, generator=gen)) - 1)
+            p[i] = old + 0.01 * (2 * float(torch.rand(1, generator=gen, device=gen.device)) - 1)
             x, y = (float(v) for v in task.plain_cvs(module))
             ix, iy = _bin(grid, x, y, lo)
             ok = 0 <= ix < n_xw and 0 <= iy < grid.y.bins
             ox, oy = _bin(grid, *current, lo)
-            if ok and float(torch.rand(1, generator=gen)) < float(torch.exp(ln_g[ox, oy] - ln_g[ix, iy])):
+            if ok and float(torch.rand(1, generator=gen, device=gen.device)) < float(torch.exp(ln_g[ox, oy] - ln_g[ix, iy])):
                 current[:] = [x, y]
             else:
                 p[i] = old

@@ -60,11 +60,24 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--walkers", type=int, help="batch size (default: the deck's walkers_per_rank)")
     b.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one core)")
     b.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
+    b.add_argument("--sweep", type=_counts, metavar="N,N,...",
+                   help="instead: the batched step's walker-steps/s and memory at each walker count")
     _set_arg(b)
     # listed for --help only: `main` hands `analyse ...` to the analysis's own parser before this one
     sub.add_parser("analyse", add_help=False, help="figures and numbers from run files: rewl analyse "
                    "{landscape,report,compare,windows,diagnostics} ... (rewl analyse --help)")
     return p
+
+
+def _counts(text: str) -> list[int]:
+    """--sweep's walker counts: positive integers separated by commas."""
+    try:
+        counts = [int(v) for v in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"expected walker counts like 16,64,256, got {text!r}")
+    return counts
 
 
 def _set_arg(p: argparse.ArgumentParser) -> None:
@@ -109,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.command == "sgd":
                 return sgd(cfg, args.runs, args.out or cfg.output.dir, args.force)
-            from .bench import bench
+            from .bench import bench, sweep
+            if args.sweep:
+                return sweep(cfg, args.seconds, args.sweep, args.threads, args.device)
             return bench(cfg, args.seconds, args.walkers, args.threads, args.device)
         except DataError as exc:
             print(f"rewl: error: {cfg.path}: {exc}", file=sys.stderr, flush=True)
@@ -153,10 +168,18 @@ def units_note(cfg: Config, window_bins: int) -> str:
     return note
 
 
-def walls_note(n_params: int, wall_strength: float, x_width: float) -> str:
+def walls_note(n_params: int, wall_strength: float | str, x_width: float) -> str:
     """`check`'s estimate of where WLMD walkers settle past a window's edge, with advice for when
-    that is beyond one x bin (walkers there update no ln g: the window never fills)."""
+    that is beyond one x bin (walkers there update no ln g: the window never fills); under "auto",
+    how the run tunes them."""
+    from .samplers import walls
     from .samplers.wlmd import wall_settling
+    if wall_strength == walls.AUTO:
+        return (f"tuned by the run: c starts at {walls.settling_strength(n_params, x_width):,.0f} (walkers within half an "
+                f"x bin at an entropy slope of n_params / 2 = {n_params / 2:,.0f} per unit of x), or lower where the "
+                f"walkers' gradients make that too stiff for dt; every {walls.INTERVAL} steps c doubles while under "
+                f"{walls.IN_TARGET:.0%} of walker-steps are inside the window and kT stays within "
+                f"{walls.T_TOLERANCE:.0%} of 1 (c= in the progress line, `rewl info`)")
     d = wall_settling(n_params, wall_strength)
     note = (f"at an entropy slope of n_params / 2 = {n_params / 2:,.0f} per unit of x (a loss quadratic in the "
             f"weights), walkers settle about {d:.3g} past a window's edge (x bins {x_width:g})")
@@ -195,7 +218,7 @@ def check(cfg: Config, out_dir: str) -> int:
     if cfg.sampler.kind == "wlmd":
         s = cfg.sampler
         print(f"  dynamics  {s.integrator} Langevin, kT = 1, dt {s.dt:g}, gamma {s.gamma:g}; ln g kernel sigma "
-              f"{s.kernel_width:g} bins; soft walls c = {s.wall_strength:g}")
+              f"{s.kernel_width:g} bins; soft walls c = {s.wall_strength if s.wall_strength == 'auto' else f'{s.wall_strength:g}'}")
         if count is not None:
             print("  walls     " + walls_note(count, s.wall_strength, grid.x.width))
     print(f"  grid      x = {x_label}: {grid.x.bins} bins in [{grid.x.min:g}, {grid.x.max:g}]; "
@@ -208,8 +231,36 @@ def check(cfg: Config, out_dir: str) -> int:
             f"{k * w.ranks_per_window}-{(k + 1) * w.ranks_per_window - 1}"
         x_lo, x_hi = win.x_range
         print(f"  window {k:<3d} x in [{x_lo:.4g}, {x_hi:.4g}) bins {win.lo}-{win.hi - 1} on rank(s) {ranks}")
+    if task is not None:
+        print("  memory    " + memory_note(cfg, task, windows[0]))
     print(f"  output    {out_dir}")
     return 0
+
+
+def memory_note(cfg: Config, task, window) -> str:
+    """`check`'s estimate of a rank's memory from one step of 4 walkers on the CPU, against the
+    memory of the device the deck's ranks would use (a GPU each, or this machine's RAM shared by
+    all ranks); a warning where it does not fit."""
+    import os
+
+    import torch
+
+    from .bench import _size, rank_memory
+    per_walker, arrays, what = rank_memory(cfg, task, window)
+    walkers = cfg.sampler.walkers_per_rank
+    need = (per_walker or 0.0) * walkers + arrays * walkers
+    note = (f"a rank's {walkers} walkers: {_size(arrays * walkers)} of walker arrays"
+            + (f" + {_size(per_walker * walkers)} {what.split(' (')[0]} ({_size(per_walker)} per walker, measured "
+               "on 4 on the CPU; a lower bound of the peak)" if per_walker is not None else f"; step memory {what}"))
+    if cfg.run.device != "cpu" and torch.cuda.is_available():
+        have, where, ranks = torch.cuda.get_device_properties(0).total_memory, "one GPU per rank", 1
+    else:
+        have, where, ranks = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's RAM", cfg.world_size
+    note += f"; {where}: {_size(have)}" + (f" for {ranks} ranks" if ranks > 1 else "")
+    if need * ranks > 0.9 * have:
+        note += (f"\n  warning: {_size(need * ranks)} needed is more than 90 % of {_size(have)}: fewer walkers per rank "
+                 "(`rewl bench DECK --sweep ...` measures rate and memory by count)")
+    return note
 
 
 def status(out_dir: str) -> int:

@@ -21,3 +21,18 @@ def test_bench_on_a_task_without_network():
     proc = run_rewl(["bench", str(ROOT / "inputs" / "box_quadratic.toml"), "--seconds", "0.2"], timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "no nn.Module" in proc.stdout
+
+
+def test_bench_sweep_prints_rate_and_memory_per_walker_count():
+    """--sweep: one row per walker count with walker-steps/s and the step's memory (WLMD on the
+    CPU: what autograd keeps for the backward, growing with the count)."""
+    proc = run_rewl(["bench", str(ROOT / "inputs" / "spiral_md.toml"), "--sweep", "8,32", "--seconds", "0.2"], timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line.split() and line.split()[0] in ("8", "32")]
+    assert [r[0] for r in rows] == ["8", "32"], proc.stdout
+    size = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+    kept = [float(r[2]) * size[r[3]] for r in rows]
+    assert all(float(r[1].replace(",", "")) > 0 for r in rows) and 2 < kept[1] / kept[0] < 6, proc.stdout
+    assert "kept for the backward" in proc.stdout
+    bad = run_rewl(["bench", str(ROOT / "inputs" / "spiral_md.toml"), "--sweep", "0,x"])
+    assert bad.returncode == 2 and "expected walker counts" in bad.stderr

@@ -117,3 +117,5 @@ def test_shipped_decks_validate():
         proc = run_rewl(["check", str(deck)])
         assert proc.returncode == 0, (deck, proc.stderr)
         assert "window" in proc.stdout and "ln f      per walker visit: at ln f" in proc.stdout
+        # a deck whose task can be built gets its rank's memory, measured on one step of 4 walkers
+        assert ("  memory    a rank's" in proc.stdout) == ("NOT READY" not in proc.stdout), (deck, proc.stdout)
