@@ -36,3 +36,23 @@ def test_bench_sweep_prints_rate_and_memory_per_walker_count():
     assert "kept for the backward" in proc.stdout
     bad = run_rewl(["bench", str(ROOT / "inputs" / "spiral_md.toml"), "--sweep", "0,x"])
     assert bad.returncode == 2 and "expected walker counts" in bad.stderr
+
+
+CUDA = pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA device here")
+
+
+@pytest.mark.gpu
+@CUDA
+@pytest.mark.parametrize("deck", ["quick.toml", "spiral_md.toml", "spiral_regression_w30_short.toml",
+                                  "mnist_short.toml", "box_quadratic.toml"])
+def test_bench_and_sweep_on_the_gpu(deck):
+    """Every draw on the rank's device: bench (the plain loops included) and --sweep with CUDA's
+    allocator statistics, for each built-in task kind that needs no data file."""
+    proc = run_rewl(["bench", str(ROOT / "inputs" / deck), "--device", "cuda", "--seconds", "0.3", "--walkers", "64"],
+                    timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"batched \w+\s+64 walkers:\s+[\d,.]+ walker-steps/s", proc.stdout), proc.stdout
+    sweep = run_rewl(["bench", str(ROOT / "inputs" / deck), "--device", "cuda", "--seconds", "0.2", "--sweep", "16,64"],
+                     timeout=300)
+    assert sweep.returncode == 0, sweep.stderr
+    assert "peak allocated during one step" in sweep.stdout, sweep.stdout
