@@ -33,7 +33,7 @@ def _timed(step, seconds: float) -> tuple[int, float]:
             return calls, dt
 
 
-def _size(n_bytes: float) -> str:
+def byte_size(n_bytes: float) -> str:
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n_bytes >= scale:
             return f"{n_bytes / scale:.1f} {unit}"
@@ -64,6 +64,11 @@ def step_memory(step, device: torch.device) -> tuple[int | None, str]:
     return sum(seen.values()), "kept for the backward during one step (a lower bound of the peak)"
 
 
+def walker_bytes(state: Walkers) -> int:
+    """Bytes of the walkers' own arrays: parameters (B, n) and velocities (B, n) where they have them."""
+    return sum(t.numel() * t.element_size() for t in (state.params, state.velocities) if t is not None)
+
+
 def rank_memory(cfg: Config, task, window: Window, probe: int = 4) -> tuple[float | None, float, str]:
     """Bytes per walker of one step (``step_memory`` over `probe` walkers drawn in the box, on the
     task's device; None where not measurable) and of the walkers' own arrays, and what the first is."""
@@ -74,8 +79,7 @@ def rank_memory(cfg: Config, task, window: Window, probe: int = 4) -> tuple[floa
     est = Estimate.zeros(window.shape, 1e-3, device, with_accuracy=task.has_accuracy, with_offsets=sampler.keeps_offsets)
     sampler.start(state, est, gen, 0)
     used, what = step_memory(lambda: sampler.step(state, est, gen), device)
-    arrays = sum(t.numel() * t.element_size() for t in (state.params, state.velocities) if t is not None)
-    return None if used is None else used / probe, arrays / probe, what
+    return None if used is None else used / probe, walker_bytes(state) / probe, what
 
 
 def _batched_step(sampler, state: Walkers, est: Estimate, gen: torch.Generator, device: torch.device):
@@ -115,9 +119,9 @@ def sweep(cfg: Config, seconds: float, counts: list[int], threads: int, device_n
         except torch.OutOfMemoryError:
             print(f"  {count:8d}  out of memory on {device}")
             break
-        held = sum(t.numel() * t.element_size() for t in (state.params, state.velocities) if t is not None)
-        print(f"  {count:8d}  {calls * count / dt:14,.1f}  {'n/a' if used is None else _size(used):>12}  "
-              f"{'n/a' if used is None else _size(used / count):>10}  {_size(held):>13}")
+        held = walker_bytes(state)
+        print(f"  {count:8d}  {calls * count / dt:14,.1f}  {'n/a' if used is None else byte_size(used):>12}  "
+              f"{'n/a' if used is None else byte_size(used / count):>10}  {byte_size(held):>13}")
         del state, sampler, est
         if device.type == "cuda":
             torch.cuda.empty_cache()

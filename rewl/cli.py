@@ -245,20 +245,20 @@ def memory_note(cfg: Config, task, window) -> str:
 
     import torch
 
-    from .bench import _size, rank_memory
+    from .bench import byte_size, rank_memory
     per_walker, arrays, what = rank_memory(cfg, task, window)
     walkers = cfg.sampler.walkers_per_rank
     need = (per_walker or 0.0) * walkers + arrays * walkers
-    note = (f"a rank's {walkers} walkers: {_size(arrays * walkers)} of walker arrays"
-            + (f" + {_size(per_walker * walkers)} {what.split(' (')[0]} ({_size(per_walker)} per walker, measured "
+    note = (f"a rank's {walkers} walkers: {byte_size(arrays * walkers)} of walker arrays"
+            + (f" + {byte_size(per_walker * walkers)} {what.split(' (')[0]} ({byte_size(per_walker)} per walker, measured "
                "on 4 on the CPU; a lower bound of the peak)" if per_walker is not None else f"; step memory {what}"))
     if cfg.run.device != "cpu" and torch.cuda.is_available():
         have, where, ranks = torch.cuda.get_device_properties(0).total_memory, "one GPU per rank", 1
     else:
         have, where, ranks = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's RAM", cfg.world_size
-    note += f"; {where}: {_size(have)}" + (f" for {ranks} ranks" if ranks > 1 else "")
+    note += f"; {where}: {byte_size(have)}" + (f" for {ranks} ranks" if ranks > 1 else "")
     if need * ranks > 0.9 * have:
-        note += (f"\n  warning: {_size(need * ranks)} needed is more than 90 % of {_size(have)}: fewer walkers per rank "
+        note += (f"\n  warning: {byte_size(need * ranks)} needed is more than 90 % of {byte_size(have)}: fewer walkers per rank "
                  "(`rewl bench DECK --sweep ...` measures rate and memory by count)")
     return note
 
