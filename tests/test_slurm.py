@@ -81,7 +81,8 @@ def test_batch_script_with_mpiexec_inside_the_allocation(cluster, tmp_path):
 
 def test_chain_of_time_limited_pieces_equals_an_uninterrupted_run(cluster, tmp_path):
     """1-minute pieces that stop 38 s before their limit (about 20 s of sampling each) for a
-    deck of about 40 s: at least two interruptions, requeued by the script until the budget is spent."""
+    deck of 40 to 80 s: interrupted and requeued by the script until the budget is spent (at least
+    once: on a quiet machine, once the reference run beside it has ended, two pieces can do it)."""
     steps, windows = 75_000, {"count": 2, "overlap": 0.75}
     chained, straight = (_write(tmp_path / f"{name}.toml", "spiral", run={"seed": 1, "max_steps": steps}, windows=windows,
                                 output={"checkpoint_interval": 5000, "dir": str(tmp_path / name)})
@@ -98,7 +99,7 @@ def test_chain_of_time_limited_pieces_equals_an_uninterrupted_run(cluster, tmp_p
     restarts = int(cluster.job_field(job, "Restarts"))
     print(f"chain: {restarts + 1} pieces in {time.monotonic() - t0:.0f} s")
     assert states[job] == "COMPLETED", log
-    assert restarts >= 2 and log.count("requeueing") == restarts, log
+    assert restarts >= 1 and log.count("requeueing") == restarts, log
     assert f"finished: budget-exhausted after {restarts + 1} piece(s)" in log
     assert log.count("resuming") == restarts
     store = RunStore(tmp_path / "chained")
