@@ -69,26 +69,30 @@ def walker_bytes(state: Walkers) -> int:
     return sum(t.numel() * t.element_size() for t in (state.params, state.velocities) if t is not None)
 
 
-def rank_memory(cfg: Config, task, window: Window, probe: int = 4) -> tuple[float | None, float, str]:
-    """Bytes per walker of one step (``step_memory`` over `probe` walkers drawn in the box, on the
-    task's device; None where not measurable) and of the walkers' own arrays, and what the first is."""
+def _batched_step(cfg: Config, task, window: Window, state: Walkers, gen: torch.Generator):
+    """The deck's sampler started on `state` (velocities, where it has them) with a flat estimate,
+    and one batched step of all walkers, finished on the device when called; returns
+    (sampler, estimate, step)."""
     device = task.lo.device
-    gen = torch.Generator(device=device).manual_seed(cfg.run.seed)
-    state, _ = Walkers.at(task, task.sample_uniform(probe, gen), window)
     sampler = make_sampler(cfg.sampler, task, window, device)
     est = Estimate.zeros(window.shape, 1e-3, device, with_accuracy=task.has_accuracy, with_offsets=sampler.keeps_offsets)
     sampler.start(state, est, gen, 0)
-    used, what = step_memory(lambda: sampler.step(state, est, gen), device)
-    return None if used is None else used / probe, walker_bytes(state) / probe, what
 
-
-def _batched_step(sampler, state: Walkers, est: Estimate, gen: torch.Generator, device: torch.device):
-    """One batched sampler step of all walkers, finished on the device when called."""
     def step() -> None:
         sampler.step(state, est, gen)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-    return step
+    return sampler, est, step
+
+
+def rank_memory(cfg: Config, task, window: Window, probe: int = 4) -> tuple[float | None, float, str]:
+    """Bytes per walker of one step (``step_memory`` over `probe` walkers drawn in the box, on the
+    task's device; None where not measurable) and of the walkers' own arrays, and what the first is."""
+    gen = torch.Generator(device=task.lo.device).manual_seed(cfg.run.seed)
+    state, _ = Walkers.at(task, task.sample_uniform(probe, gen), window)
+    _, _, step = _batched_step(cfg, task, window, state, gen)
+    used, what = step_memory(step, task.lo.device)
+    return None if used is None else used / probe, walker_bytes(state) / probe, what
 
 
 def sweep(cfg: Config, seconds: float, counts: list[int], threads: int, device_name: str = "cpu") -> int:
@@ -106,13 +110,10 @@ def sweep(cfg: Config, seconds: float, counts: list[int], threads: int, device_n
     seeds = seeds.detach()
     print(f"bench --sweep {cfg.path}: {task.describe()}; {cfg.sampler.kind}; {threads} torch thread(s) on {device}")
     print(f"  {'walkers':>8}  {'walker-steps/s':>14}  {'step memory':>12}  {'per walker':>10}  {'walker arrays':>13}")
+    what = ""
     for count in counts:
         state, _ = Walkers.at(task, seeds[torch.arange(count, device=device) % len(seeds)].clone(), window)
-        sampler = make_sampler(cfg.sampler, task, window, device)
-        est = Estimate.zeros(window.shape, 1e-3, device, with_accuracy=task.has_accuracy,
-                             with_offsets=sampler.keeps_offsets)
-        sampler.start(state, est, gen, 0)
-        batched = _batched_step(sampler, state, est, gen, device)
+        sampler, est, batched = _batched_step(cfg, task, window, state, gen)
         try:
             calls, dt = _timed(batched, seconds)
             used, what = step_memory(batched, device)
@@ -125,7 +126,8 @@ def sweep(cfg: Config, seconds: float, counts: list[int], threads: int, device_n
         del state, sampler, est
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    print(f"  step memory: {what}; walker arrays: the walkers' parameters (and velocities)")
+    if what:
+        print(f"  step memory: {what}; walker arrays: the walkers' parameters (and velocities)")
     return 0
 
 
@@ -143,17 +145,11 @@ def bench(cfg: Config, seconds: float, walkers: int | None, threads: int, device
     params, _ = drive_into_window(task, params, window.x_range, window.y_range, cfg.init.max_iterations,
                                   cfg.init.learning_rate)
     state, _ = Walkers.at(task, params.detach(), window)
-    sampler = make_sampler(cfg.sampler, task, window, device)
-    est = Estimate.zeros(window.shape, 1e-3, device, with_accuracy=task.has_accuracy, with_offsets=sampler.keeps_offsets)
-    sampler.start(state, est, gen, 0)       # velocities, where the sampler has them
+    sampler, est, batched = _batched_step(cfg, task, window, state, gen)
     md = cfg.sampler.kind == "wlmd"
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)  # noqa: E731
     print(f"bench {cfg.path}: {task.describe()}; {threads} torch thread(s) on {device}; "
           f"window x bins {lo}-{window.hi - 1}")
-
-    def batched() -> None:
-        sampler.step(state, est, gen)
-        sync()
     calls, dt = _timed(batched, seconds)
     fast = calls * batch / dt
     print(f"  batched {cfg.sampler.kind}  {batch:6d} walkers: {fast:12,.1f} walker-steps/s ({calls} steps in {dt:.2f} s)")
