@@ -4,9 +4,13 @@ per step (WLMC), or one forward and one backward per step (WLMD). ``--sweep N,N,
 batched step's rate and memory at each walker count, to choose ``walkers_per_rank``."""
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from .config import Config
 from .devices import keep_freed_memory
@@ -40,28 +44,42 @@ def byte_size(n_bytes: float) -> str:
     return f"{n_bytes:.0f} B"
 
 
-def step_memory(step, device: torch.device) -> tuple[int | None, str]:
-    """Bytes one call of step() needs, and what they are: on a GPU the peak allocated during the
-    call above what was allocated before it (torch's allocator statistics); on the CPU, which has
-    no such statistics, the bytes autograd keeps for the backward during the call (every saved
-    tensor once), the dominant term of a WLMD step, a lower bound of its peak (None for a step
-    without a backward: WLMC)."""
+def step_memory(step, device: torch.device) -> tuple[int, str]:
+    """Bytes one call of step() needs above what was allocated before it, and how they were
+    measured: on a GPU the peak allocated during the call (torch's allocator statistics); on the
+    CPU, which keeps no such statistics, the peak of the running sum of torch's allocations and
+    frees recorded by the profiler, operator by operator (a transient inside one operator is not
+    seen)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
         step()
         return torch.cuda.max_memory_allocated(device) - before, "peak allocated during one step"
-    seen: dict[tuple[int, int], int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        seen[(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())] = t.untyped_storage().nbytes()
-        return t
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with _stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
-    if not seen:
-        return None, "not measured on the CPU for a step without a backward (wlmc)"
-    return sum(seen.values()), "kept for the backward during one step (a lower bound of the peak)"
+    allocated = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        allocated += event.self_cpu_memory_usage
+        peak = max(peak, allocated)
+    return peak, "peak allocated during one step, between operators (torch profiler)"
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """File descriptor 2 to /dev/null for the block: the profiler's allocator prints, from C++, a
+    warning for every block freed during profiling that was allocated before it (the walkers' old
+    CVs), which says nothing to a user. Python exceptions still propagate (printed after)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def walker_bytes(state: Walkers) -> int:
@@ -85,14 +103,14 @@ def _batched_step(cfg: Config, task, window: Window, state: Walkers, gen: torch.
     return sampler, est, step
 
 
-def rank_memory(cfg: Config, task, window: Window, probe: int = 4) -> tuple[float | None, float, str]:
+def rank_memory(cfg: Config, task, window: Window, probe: int = 4) -> tuple[float, float, str]:
     """Bytes per walker of one step (``step_memory`` over `probe` walkers drawn in the box, on the
-    task's device; None where not measurable) and of the walkers' own arrays, and what the first is."""
+    task's device) and of the walkers' own arrays, and how the first was measured."""
     gen = torch.Generator(device=task.lo.device).manual_seed(cfg.run.seed)
     state, _ = Walkers.at(task, task.sample_uniform(probe, gen), window)
     _, _, step = _batched_step(cfg, task, window, state, gen)
     used, what = step_memory(step, task.lo.device)
-    return None if used is None else used / probe, walker_bytes(state) / probe, what
+    return used / probe, walker_bytes(state) / probe, what
 
 
 def sweep(cfg: Config, seconds: float, counts: list[int], threads: int, device_name: str = "cpu") -> int:
@@ -121,8 +139,8 @@ def sweep(cfg: Config, seconds: float, counts: list[int], threads: int, device_n
             print(f"  {count:8d}  out of memory on {device}")
             break
         held = walker_bytes(state)
-        print(f"  {count:8d}  {calls * count / dt:14,.1f}  {'n/a' if used is None else byte_size(used):>12}  "
-              f"{'n/a' if used is None else byte_size(used / count):>10}  {byte_size(held):>13}")
+        print(f"  {count:8d}  {calls * count / dt:14,.1f}  {byte_size(used):>12}  {byte_size(used / count):>10}  "
+              f"{byte_size(held):>13}")
         del state, sampler, est
         if device.type == "cuda":
             torch.cuda.empty_cache()

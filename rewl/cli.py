@@ -248,18 +248,18 @@ def memory_note(cfg: Config, task, window) -> str:
     from .bench import byte_size, rank_memory
     per_walker, arrays, what = rank_memory(cfg, task, window)
     walkers = cfg.sampler.walkers_per_rank
-    need = (per_walker or 0.0) * walkers + arrays * walkers
-    note = (f"a rank's {walkers} walkers: {byte_size(arrays * walkers)} of walker arrays"
-            + (f" + {byte_size(per_walker * walkers)} {what.split(' (')[0]} ({byte_size(per_walker)} per walker, measured "
-               "on 4 on the CPU; a lower bound of the peak)" if per_walker is not None else f"; step memory {what}"))
+    need = (per_walker + arrays) * walkers
+    note = (f"a rank's {walkers} walkers: {byte_size(arrays * walkers)} of walker arrays + {byte_size(per_walker * walkers)} "
+            f"for a step ({byte_size(per_walker)} per walker: {what}, 4 walkers)")
     if cfg.run.device != "cpu" and torch.cuda.is_available():
         have, where, ranks = torch.cuda.get_device_properties(0).total_memory, "one GPU per rank", 1
     else:
         have, where, ranks = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's RAM", cfg.world_size
     note += f"; {where}: {byte_size(have)}" + (f" for {ranks} ranks" if ranks > 1 else "")
     if need * ranks > 0.9 * have:
-        note += (f"\n  warning: {byte_size(need * ranks)} needed is more than 90 % of {byte_size(have)}: fewer walkers per rank "
-                 "(`rewl bench DECK --sweep ...` measures rate and memory by count)")
+        note += (f"\n  warning: {byte_size(need * ranks)} needed is more than 90 % of {byte_size(have)}: fewer walkers per rank"
+                 + (", or [model] chunk_points (fewer points per forward pass)" if hasattr(task, "chunk_points") else "")
+                 + " (`rewl bench DECK --sweep ...` measures rate and memory by count)")
     return note
 
 

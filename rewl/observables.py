@@ -27,27 +27,38 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return cross_entropy_points(logits, labels).mean(dim=1)
 
 
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Fraction of points whose largest logit is the label: (B, C, P), (P,) -> (B,).
+def correct_points(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """1 where a point's largest logit is its label, else 0: (B, C, P), (P,) -> (B, P).
 
     Compares the label's logit with the maximum (ties have measure zero); this is several times
     faster than argmax over the class axis of a points-last layout."""
     if logits.shape[1] == 2:
-        return (_binary_margin(logits, labels) <= 0).to(logits.dtype).mean(dim=1)
+        return (_binary_margin(logits, labels) <= 0).to(logits.dtype)
     correct = logits.gather(1, labels.expand(logits.shape[0], 1, -1)).squeeze(1)
-    return (correct >= logits.amax(dim=1)).to(logits.dtype).mean(dim=1)
+    return (correct >= logits.amax(dim=1)).to(logits.dtype)
 
 
-def smooth_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: float) -> torch.Tensor:
-    """Differentiable accuracy: mean over points of sigmoid(k (correct logit - largest wrong
-    logit)): (B, C, P), (P,) -> (B,). Tends to the hard accuracy as k grows."""
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Fraction of points whose largest logit is the label: (B, C, P), (P,) -> (B,)."""
+    return correct_points(logits, labels).mean(dim=1)
+
+
+def smooth_accuracy_points(logits: torch.Tensor, labels: torch.Tensor, k: float) -> torch.Tensor:
+    """Differentiable correctness of every point: sigmoid(k (correct logit - largest wrong
+    logit)): (B, C, P), (P,) -> (B, P)."""
     if logits.shape[1] == 2:
         margin = -_binary_margin(logits, labels)
     else:
         onehot = torch.nn.functional.one_hot(labels, logits.shape[1]).t().bool()     # (C, P)
         correct = logits.gather(1, labels.expand(logits.shape[0], 1, -1)).squeeze(1)
         margin = correct - logits.masked_fill(onehot, float("-inf")).amax(dim=1)
-    return torch.sigmoid(k * margin).mean(dim=1)
+    return torch.sigmoid(k * margin)
+
+
+def smooth_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: float) -> torch.Tensor:
+    """Differentiable accuracy: mean over points of ``smooth_accuracy_points``: (B, C, P), (P,) ->
+    (B,). Tends to the hard accuracy as k grows."""
+    return smooth_accuracy_points(logits, labels, k).mean(dim=1)
 
 
 def ln_sum_squares(coords: torch.Tensor) -> torch.Tensor:

@@ -247,7 +247,7 @@ def assert_batched_equals_plain(task, count: int = 3) -> tuple:
     """A network task's batched md_cvs on `count` walkers equals its plain nn.Module per walker,
     values (to 1e-5) and gradients (to 1e-4); returns the batched x, y, hard accuracy."""
     import torch
-    walkers = task.sample_uniform(count, torch.Generator().manual_seed(0)).requires_grad_(True)
+    walkers = task.sample_uniform(count, torch.Generator(task.lo.device).manual_seed(0)).requires_grad_(True)
     x, y, hard = task.md_cvs(walkers)
     (x.sum() + y.sum()).backward()
     for k in range(count):
@@ -260,3 +260,36 @@ def assert_batched_equals_plain(task, count: int = 3) -> tuple:
         grad = torch.cat([p.grad.flatten() for p in task.module.parameters()])
         torch.testing.assert_close(grad, walkers.grad[k], rtol=1e-4, atol=1e-6)
     return x, y, hard
+
+
+def assert_chunked_equals_whole(task, chunk: int, count: int = 3) -> None:
+    """A network task evaluated `chunk` points at a time (recomputed in the backward) gives the CVs
+    of all points at once (to 1e-5) and their gradients (to 1e-4), for md_cvs, x_of, y_of and the
+    hard test accuracy; and a step's peak memory (forward and backward) is smaller."""
+    import torch
+
+    from rewl.bench import step_memory
+    walkers = task.sample_uniform(count, torch.Generator(task.lo.device).manual_seed(1))
+
+    def evaluate(chunk_points: int) -> tuple[list[torch.Tensor], int]:
+        task.chunk_points = chunk_points
+        w = walkers.clone().requires_grad_(True)
+        results: list[torch.Tensor] = []
+
+        def step() -> None:
+            x, y, hard = task.md_cvs(w)
+            grad, = torch.autograd.grad(x.sum() + 0.5 * y.sum(), w)
+            results[:] = [x, y, grad] + ([] if hard is None else [hard])
+        peak, _ = step_memory(step, task.lo.device)
+        w_x = walkers.clone().requires_grad_(True)
+        grad_x, = torch.autograd.grad(task.x_of(w_x).sum(), w_x)
+        y_of = task.y_of(walkers)
+        results += [task.x_of(walkers), grad_x, task.hard_test_accuracy(walkers, results[1]) if task.has_accuracy else
+                    torch.zeros(()), torch.zeros(()) if y_of is None else y_of]
+        return [r.detach() for r in results], peak
+    whole, whole_peak = evaluate(0)
+    chunked, chunked_peak = evaluate(chunk)
+    task.chunk_points = 0
+    for a, b in zip(whole, chunked):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    assert chunked_peak < whole_peak, (chunked_peak, whole_peak)

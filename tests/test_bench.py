@@ -24,8 +24,8 @@ def test_bench_on_a_task_without_network():
 
 
 def test_bench_sweep_prints_rate_and_memory_per_walker_count():
-    """--sweep: one row per walker count with walker-steps/s and the step's memory (WLMD on the
-    CPU: what autograd keeps for the backward, growing with the count)."""
+    """--sweep: one row per walker count with walker-steps/s and the step's memory (on the CPU the
+    profiler's peak of torch's allocations, growing with the count)."""
     proc = run_rewl(["bench", str(ROOT / "inputs" / "spiral_md.toml"), "--sweep", "8,32", "--seconds", "0.2"], timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines() if line.split() and line.split()[0] in ("8", "32")]
@@ -33,7 +33,7 @@ def test_bench_sweep_prints_rate_and_memory_per_walker_count():
     size = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
     kept = [float(r[2]) * size[r[3]] for r in rows]
     assert all(float(r[1].replace(",", "")) > 0 for r in rows) and 2 < kept[1] / kept[0] < 6, proc.stdout
-    assert "kept for the backward" in proc.stdout
+    assert "peak allocated during one step, between operators" in proc.stdout
     bad = run_rewl(["bench", str(ROOT / "inputs" / "spiral_md.toml"), "--sweep", "0,x"])
     assert bad.returncode == 2 and "expected walker counts" in bad.stderr
 

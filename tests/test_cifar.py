@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, assert_batched_equals_plain, deck_text, run_rewl
+from conftest import ROOT, assert_batched_equals_plain, assert_chunked_equals_whole, deck_text, run_rewl
 from rewl.config import DeckError, parse
 from rewl.data import DataError, read_cifar_binary
 from rewl.models import ResNet10
@@ -77,6 +77,14 @@ def test_resnet_forward_and_gradients_equal_a_plain_module(tmp_path):
     norm = task.module.layers[1]
     assert (norm.weight == 1).all() and (norm.bias == 0).all()
     assert task.module.layers[2].weight.abs().max() <= 1 / np.sqrt(24 * 9)
+
+
+def test_resnet_in_chunks_of_points_equals_all_at_once_in_less_memory(tmp_path):
+    _batches(tmp_path / "batches")
+    path = tmp_path / "cifar.toml"
+    path.write_text(_deck(tmp_path))
+    task = Cifar10Task(parse(path.read_text(), str(path)), torch.device("cpu"))
+    assert_chunked_equals_whole(task, 5)          # 16 + 16 images: a chunk straddles the train/test boundary
 
 
 def test_cifar_deck_checks(tmp_path):

@@ -25,6 +25,8 @@ BAD = [
     ("unknown table", GOOD + "[sampeler]\nkind = 'wlmc'\n", ["[sampeler]", "[sampler]"]),
     ("wrong type", GOOD + "[sampler]\nwalkers_per_rank = 'many'\n", ["[sampler] walkers_per_rank", "int"]),
     ("non-positive", GOOD + "[sampler]\nwalkers_per_rank = 0\n", ["[sampler] walkers_per_rank", "> 0"]),
+    ("negative chunk", GOOD + "[model]\nchunk_points = -5\n", ["[model] chunk_points", ">= 0"]),
+    ("chunks and compile", GOOD + "[model]\nchunk_points = 50\ncompile = true\n", ["[model] chunk_points", "compile = true"]),
     ("unknown task", GOOD.replace('"spiral"', '"spirals"'), ["[task] kind", "spiral"]),
     ("overlap out of range", GOOD.replace("count = 2", "count = 2\noverlap = 1.5"), ["[windows] overlap"]),
     ("flatness out of range", GOOD + "[schedule]\nflatness = 1.2\n", ["[schedule] flatness"]),

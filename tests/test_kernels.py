@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, deck_text
+from conftest import ROOT, assert_chunked_equals_whole, deck_text
 from rewl.config import ScheduleConfig, load, parse
 from rewl.exchange import swap_log_ratio
 from rewl.grid import Axis, Grid, Window, window_bins
@@ -363,6 +363,8 @@ def test_spiral_regression_decks_and_mse(width):
         mse = torch.nn.functional.mse_loss
         assert float(x[b]) == pytest.approx(math.log(float(mse(out[:250], task.targets[:250]))), abs=1e-4)
         assert float(y[b]) == pytest.approx(math.log(float(mse(out[250:], task.targets[250:]))), abs=1e-4)
+    if width == 30:
+        assert_chunked_equals_whole(task, 70)      # 500 points: the fourth chunk straddles train/test
 
 
 def test_move_sizes_adapt_toward_target():

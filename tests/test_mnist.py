@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_batched_equals_plain, deck_text
+from conftest import assert_batched_equals_plain, assert_chunked_equals_whole, deck_text
 from rewl.config import DeckError, parse
 from rewl.data import DataError, read_idx, select_images
 from rewl.tasks import MnistTask
@@ -71,6 +71,7 @@ def test_cnn_forward_and_gradients_equal_a_plain_module(tmp_path, transform):
     assert ((hard >= 0) & (hard <= 1)).all()
     if transform == "logit":
         assert task.y_label == "logit A_smooth" and (y.abs() < 9.3).all()
+    assert_chunked_equals_whole(task, 7)
 
 
 def test_mnist_deck_checks(tmp_path):

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..config import Config
 from ..models import FNN, batched_forward, n_params, param_layout
-from ..observables import accuracy, cross_entropy, cross_entropy_points, smooth_accuracy
+from ..observables import correct_points, cross_entropy_points, smooth_accuracy_points
 
 
 class Task:
@@ -102,14 +102,25 @@ class Task:
 
 class NetworkTask(Task):
     """A task whose walkers are the weights of an FNN: box +-2/sqrt(fan_out) per layer (or the
-    deck's), batched forward, the standard initialisation for baselines. Subclasses turn outputs
-    (B, d_out, P) into the CVs (``_cvs_from_outputs``)."""
+    deck's), batched forward, the standard initialisation for baselines. Subclasses sum their
+    outputs over points into totals (``_output_totals``) and turn the totals into the CVs
+    (``_cvs_from_totals``).
+
+    ``[model] chunk_points`` = m > 0 evaluates the points m at a time (``_totals``): with gradients
+    on, each chunk's backward runs right after its forward and only its per-walker gradients are
+    kept (``ChunkedTotals``), so a step holds one chunk's activations instead of all points' -- the
+    memory of the CNNs' steps -- for the same arithmetic."""
+
+    n_train: int
+    n_points: int             # training points first, then test points
+    chunk_points: int = 0
 
     def _build(self, cfg: Config, device: torch.device, d_in: int, d_out: int, inputs: np.ndarray) -> None:
         """inputs (P, d_in): training points first, then test points."""
         m = cfg.model
         self.dtype = getattr(torch, m.dtype)
         self.inputs_t = torch.tensor(inputs, dtype=self.dtype, device=device).t().contiguous()   # (d_in, P)
+        self.n_points = len(inputs)
         module = FNN(d_in, m.hidden, d_out, m.activation).to(device=device, dtype=self.dtype)
         fan_outs = [layer.out_features for layer in module.layers]
         half = m.box if m.box is not None else tuple(2.0 / math.sqrt(f) for f in fan_outs)
@@ -121,6 +132,7 @@ class NetworkTask(Task):
         """Take `module` (on its device and dtype) and its batched `forward`; one parameter group per
         layer (``param_layout``), box +-half_widths[k] for layer k."""
         self.module, self.forward = module, forward
+        self.chunk_points = cfg.model.chunk_points
         # dynamic=False: one batch size per rank, so one specialised kernel; the MD path compiles
         # forward and backward together (AOTAutograd)
         compile_ = cfg.model.compile
@@ -134,20 +146,55 @@ class NetworkTask(Task):
         self.hi = self.group_half_width[self.group]
         self.lo = -self.hi
 
+    @property
+    def n_test(self) -> int:
+        return self.n_points - self.n_train
+
     def _layers(self) -> list[nn.Module]:
         """The layers holding parameters, in walker order."""
         return list(self.module.layers)
 
-    def _cvs_from_outputs(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """outputs (B, d_out, P) of all points -> x, y, hard test accuracy (or None): (B,) each."""
+    def _points(self, part: slice) -> torch.Tensor:
+        """The inputs of points `part` in the layout the forward takes."""
+        return self.inputs_t[:, part]
+
+    def _output_totals(self, out: torch.Tensor, part: slice) -> torch.Tensor:
+        """outputs (B, d_out, p) of the points `part` (start:stop, p of them) -> their sums (B, k):
+        the quantities the CVs average, each summed over the part's training or test points."""
         raise NotImplementedError
 
+    def _cvs_from_totals(self, totals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """totals (B, k) of all points -> x, y, hard test accuracy (or None): (B,) each."""
+        raise NotImplementedError
+
+    def _part_totals(self, walkers: torch.Tensor, part: slice) -> torch.Tensor:
+        return self._output_totals(self.forward(walkers, self._points(part)), part)
+
+    def _grad_columns(self, train: bool) -> tuple[int, ...]:
+        """The columns of ``_output_totals`` that depend differentiably on the walkers over the
+        training points (`train`) or over the test points."""
+        raise NotImplementedError
+
+    def _totals(self, walkers: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """``_output_totals`` of points start:stop: (B, k); with ``chunk_points`` = m > 0, summed over
+        chunks of at most m training or m test points (``ChunkedTotals`` where gradients are on)."""
+        if not self.chunk_points:
+            return self._part_totals(walkers, slice(start, stop))
+        n, m = self.n_train, self.chunk_points
+        parts = [slice(a, min(a + m, hi)) for lo, hi in ((start, min(stop, n)), (max(start, n), stop)) for a in range(lo, hi, m)]
+        if torch.is_grad_enabled() and walkers.requires_grad:
+            return ChunkedTotals.apply(walkers, self, parts)
+        total = self._part_totals(walkers, parts[0])
+        for part in parts[1:]:
+            total = total + self._part_totals(walkers, part)
+        return total
+
     def _cvs_eager(self, walkers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y, _ = self._cvs_from_outputs(self.forward(walkers, self.inputs_t))
+        x, y, _ = self._cvs_from_totals(self._totals(walkers, 0, self.n_points))
         return x, y
 
     def _md_eager(self, walkers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        return self._cvs_from_outputs(self.forward(walkers, self.inputs_t))
+        return self._cvs_from_totals(self._totals(walkers, 0, self.n_points))
 
     def cvs(self, walkers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._cvs(walkers)
@@ -156,7 +203,7 @@ class NetworkTask(Task):
         return self._md(walkers)
 
     def x_of(self, walkers: torch.Tensor) -> torch.Tensor:
-        return torch.log(self.train_point_losses(walkers).mean(dim=1))
+        return torch.log(self._totals(walkers, 0, self.n_train)[:, 0] / self.n_train)
 
     def initial_weights(self, count: int, seed: int) -> torch.Tensor:
         """PyTorch's default initialisation, per run: Linear and Conv2d uniform +-1/sqrt(fan_in),
@@ -180,8 +227,8 @@ class NetworkTask(Task):
 
     def plain_cvs(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """For the benchmark's plain loop: x, y of one nn.Module (differentiable when grad is on)."""
-        out = module(self.inputs_t.t())                        # (P, d_out)
-        x, y, _ = self._cvs_from_outputs(out.t().unsqueeze(0))
+        out = module(self._points(slice(None)).t())                        # (P, d_out)
+        x, y, _ = self._cvs_from_totals(self._output_totals(out.t().unsqueeze(0), slice(0, self.n_points)))
         return x[0], y[0]
 
 
@@ -189,31 +236,38 @@ class ClassificationTask(NetworkTask):
     """x = ln cross-entropy on train; y = hard test accuracy (wlmc) or the smoothed accuracy A_s =
     mean sigmoid(k (correct - largest wrong logit)) (wlmd: y must be differentiable), through
     ``_y_transform``. Under wlmd the hard accuracy is recorded beside y. Subclasses set
-    ``labels_train``, ``labels_test``, ``n_train``, ``smooth_k`` and ``_points``."""
+    ``labels_train``, ``labels_test``, ``n_train``, ``n_points``, ``smooth_k`` and ``_points``."""
 
     labels_train: torch.Tensor
     labels_test: torch.Tensor
-    n_train: int
     smooth_k: float | None
-
-    def _points(self, part: slice) -> torch.Tensor:
-        """The inputs of points `part` in the layout the forward takes."""
-        return self.inputs_t[:, part]
 
     def _y_transform(self, accuracy_values: torch.Tensor) -> torch.Tensor:
         return accuracy_values
 
-    def _cvs_from_outputs(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        n = self.n_train
-        x = torch.log(cross_entropy(out[..., :n], self.labels_train))
-        test = out[..., n:]
-        if self.smooth_k is None:
-            return x, self._y_transform(accuracy(test, self.labels_test)), None
-        hard = accuracy(test.detach(), self.labels_test)
-        return x, self._y_transform(smooth_accuracy(test, self.labels_test, self.smooth_k)), hard
+    def _output_totals(self, out: torch.Tensor, part: slice) -> torch.Tensor:
+        """Per walker (B, 3): the cross-entropy summed over the part's training points, y's accuracy
+        (smooth under wlmd, else hard) and the hard accuracy summed over its test points."""
+        n, start, stop = self.n_train, part.start, part.stop
+        k = max(0, min(stop, n) - start)                   # the part's first k points are training points
+        train, test = out[..., :k], out[..., k:]
+        labels_test = self.labels_test[max(start, n) - n: max(stop, n) - n]
+        ce = cross_entropy_points(train, self.labels_train[start:start + k]).sum(dim=1)
+        hard = correct_points(test.detach(), labels_test).sum(dim=1)
+        soft = hard if self.smooth_k is None else smooth_accuracy_points(test, labels_test, self.smooth_k).sum(dim=1)
+        return torch.stack([ce, soft, hard], dim=1)
+
+    def _grad_columns(self, train: bool) -> tuple[int, ...]:
+        return (0,) if train else (1,) if self.smooth_k is not None else ()
+
+    def _cvs_from_totals(self, totals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        x = torch.log(totals[:, 0] / self.n_train)
+        y = self._y_transform(totals[:, 1] / self.n_test)
+        return x, y, None if self.smooth_k is None else totals[:, 2].detach() / self.n_test
 
     def hard_test_accuracy(self, walkers: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return accuracy(self.forward(walkers, self._points(slice(self.n_train, None))), self.labels_test)
+        with torch.no_grad():
+            return self._totals(walkers.detach(), self.n_train, self.n_points)[:, 2] / self.n_test
 
     def train_point_losses(self, walkers: torch.Tensor) -> torch.Tensor:
         logits = self.forward(walkers, self._points(slice(0, self.n_train)))
@@ -225,24 +279,65 @@ class RegressionTask(NetworkTask):
     the points: ``_build`` with inputs (P, d), training points first, ``targets`` (P,) and ``n_train``."""
 
     y_label = "ln L_test"
-    n_train: int
     targets: torch.Tensor
 
     def _squared_errors(self, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return (out[:, 0] - targets).square()                                       # (B, P)
 
-    def _cvs_from_outputs(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
-        n = self.n_train
-        se = self._squared_errors(out, self.targets)
-        return torch.log(se[:, :n].mean(dim=1)), torch.log(se[:, n:].mean(dim=1)), None
+    def _output_totals(self, out: torch.Tensor, part: slice) -> torch.Tensor:
+        """Per walker (B, 2): the squared errors summed over the part's training and test points."""
+        se = self._squared_errors(out, self.targets[part])
+        k = max(0, min(part.stop, self.n_train) - part.start)
+        return torch.stack([se[:, :k].sum(dim=1), se[:, k:].sum(dim=1)], dim=1)
+
+    def _grad_columns(self, train: bool) -> tuple[int, ...]:
+        return (0,) if train else (1,)
+
+    def _cvs_from_totals(self, totals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        return torch.log(totals[:, 0] / self.n_train), torch.log(totals[:, 1] / self.n_test), None
 
     def train_point_losses(self, walkers: torch.Tensor) -> torch.Tensor:
-        out = self.forward(walkers, self.inputs_t[:, : self.n_train])
+        out = self.forward(walkers, self._points(slice(0, self.n_train)))
         return self._squared_errors(out, self.targets[: self.n_train])
 
     def y_of(self, walkers: torch.Tensor) -> torch.Tensor:
-        out = self.forward(walkers, self.inputs_t[:, self.n_train:])
-        return torch.log(self._squared_errors(out, self.targets[self.n_train:]).mean(dim=1))
+        return torch.log(self._totals(walkers, self.n_train, self.n_points)[:, 1] / self.n_test)
+
+
+class ChunkedTotals(torch.autograd.Function):
+    """A network task's totals (B, k) over chunks of points (slices, each all training or all test
+    points), differentiable in the walkers (B, n_params) without keeping any chunk's activations:
+    the forward runs each chunk's forward and backward at once and accumulates the per-walker
+    gradients of the totals' differentiable columns, J_c (B, n_params) (a walker's totals depend
+    on its own row only, so the gradient of a column's sum over walkers is every walker's own);
+    the backward is sum_c grad_c J_c. Same arithmetic as one pass over all points; the memory
+    of one chunk's activations plus one (B, n_params) array per differentiable column."""
+
+    @staticmethod
+    def forward(ctx, walkers: torch.Tensor, task: NetworkTask, parts: list[slice]) -> torch.Tensor:
+        jacobians: dict[int, torch.Tensor] = {}
+        total = None
+        for part in parts:
+            w = walkers.detach().requires_grad_(True)
+            with torch.enable_grad():
+                sums = task._part_totals(w, part)
+                columns = task._grad_columns(part.start < task.n_train)
+                for i, c in enumerate(columns):
+                    grad, = torch.autograd.grad(sums[:, c].sum(), w, retain_graph=i < len(columns) - 1)
+                    jacobians[c] = grad if c not in jacobians else jacobians[c].add_(grad)
+            sums = sums.detach()
+            total = sums if total is None else total + sums
+        ctx.columns = sorted(jacobians)
+        ctx.save_for_backward(*(jacobians[c] for c in ctx.columns))
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_totals: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        grad = None
+        for c, jacobian in zip(ctx.columns, ctx.saved_tensors):
+            term = grad_totals[:, c:c + 1] * jacobian
+            grad = term if grad is None else grad + term
+        return grad, None, None
 
 
 class TaskError(ValueError):

@@ -45,6 +45,7 @@ class ImageTask(ClassificationTask):
         accuracy_name = "A_smooth" if self.smooth_k else "A_test"
         self.y_label = f"logit {accuracy_name}" if self.logit else accuracy_name
         self.inputs_t = torch.tensor(np.concatenate([x_train, x_test]), dtype=self.dtype, device=device)  # (P, C, H, W)
+        self.n_points = len(self.inputs_t)
         self._attach(cfg, module.to(device=device, dtype=self.dtype), forward, group_names,
                      [2.0 / math.sqrt(f) for f in fan_outs])
 
@@ -58,7 +59,8 @@ class ImageTask(ClassificationTask):
         return torch.log(q) - torch.log1p(-q)
 
     def plain_cvs(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y, _ = self._cvs_from_outputs(module(self.inputs_t).t().unsqueeze(0))
+        out = module(self.inputs_t).t().unsqueeze(0)                          # (1, 10, P)
+        x, y, _ = self._cvs_from_totals(self._output_totals(out, slice(0, self.n_points)))
         return x[0], y[0]
 
     def network_text(self) -> str:
