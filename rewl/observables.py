@@ -22,11 +22,6 @@ def cross_entropy_points(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     return torch.logsumexp(logits, dim=1) - correct
 
 
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over points of each walker: logits (B, C, P), labels (P,) -> (B,)."""
-    return cross_entropy_points(logits, labels).mean(dim=1)
-
-
 def correct_points(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """1 where a point's largest logit is its label, else 0: (B, C, P), (P,) -> (B, P).
 
@@ -36,11 +31,6 @@ def correct_points(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return (_binary_margin(logits, labels) <= 0).to(logits.dtype)
     correct = logits.gather(1, labels.expand(logits.shape[0], 1, -1)).squeeze(1)
     return (correct >= logits.amax(dim=1)).to(logits.dtype)
-
-
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Fraction of points whose largest logit is the label: (B, C, P), (P,) -> (B,)."""
-    return correct_points(logits, labels).mean(dim=1)
 
 
 def smooth_accuracy_points(logits: torch.Tensor, labels: torch.Tensor, k: float) -> torch.Tensor:
@@ -53,12 +43,6 @@ def smooth_accuracy_points(logits: torch.Tensor, labels: torch.Tensor, k: float)
         correct = logits.gather(1, labels.expand(logits.shape[0], 1, -1)).squeeze(1)
         margin = correct - logits.masked_fill(onehot, float("-inf")).amax(dim=1)
     return torch.sigmoid(k * margin)
-
-
-def smooth_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: float) -> torch.Tensor:
-    """Differentiable accuracy: mean over points of ``smooth_accuracy_points``: (B, C, P), (P,) ->
-    (B,). Tends to the hard accuracy as k grows."""
-    return smooth_accuracy_points(logits, labels, k).mean(dim=1)
 
 
 def ln_sum_squares(coords: torch.Tensor) -> torch.Tensor:

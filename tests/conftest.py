@@ -263,9 +263,9 @@ def assert_batched_equals_plain(task, count: int = 3) -> tuple:
 
 
 def assert_chunked_equals_whole(task, chunk: int, count: int = 3) -> None:
-    """A network task evaluated `chunk` points at a time (recomputed in the backward) gives the CVs
-    of all points at once (to 1e-5) and their gradients (to 1e-4), for md_cvs, x_of, y_of and the
-    hard test accuracy; and a step's peak memory (forward and backward) is smaller."""
+    """A network task evaluated `chunk` points at a time (``ChunkedTotals``) gives the CVs of all
+    points at once and their gradients (to rtol 1e-4), for md_cvs, x_of, y_of and the hard test
+    accuracy; and a step's peak memory (forward and backward, ``step_memory``) is smaller."""
     import torch
 
     from rewl.bench import step_memory

@@ -13,7 +13,7 @@ from rewl.config import ScheduleConfig, load, parse
 from rewl.exchange import swap_log_ratio
 from rewl.grid import Axis, Grid, Window, window_bins
 from rewl.models import FNN, MLPForward, n_params, param_layout
-from rewl.observables import accuracy, cross_entropy, smooth_accuracy
+from rewl.observables import correct_points, cross_entropy_points, smooth_accuracy_points
 from rewl.samplers import make_sampler
 from rewl.samplers.wlmc import MoveSizes, wlmc_step
 from rewl.samplers.wlmd import Langevin, MDCounters, reflect_at_box, thermal_velocities, wlmd_step
@@ -311,8 +311,8 @@ def test_observables_match_torch(classes):
     torch.manual_seed(1)
     logits = torch.randn(5, classes, 30, dtype=torch.float64)
     labels = torch.randint(0, classes, (30,))
-    ce = cross_entropy(logits, labels)
-    acc = accuracy(logits, labels)
+    ce = cross_entropy_points(logits, labels).mean(dim=1)
+    acc = correct_points(logits, labels).mean(dim=1)
     for b in range(5):
         per_point = logits[b].t()
         assert float(ce[b]) == pytest.approx(float(torch.nn.functional.cross_entropy(per_point, labels)), rel=1e-12)
@@ -652,6 +652,11 @@ def test_wall_slope_and_ramp_schedule():
 
 
 def test_smooth_accuracy_tends_to_the_hard_accuracy():
+    def accuracy(logits, labels):
+        return correct_points(logits, labels).mean(dim=1)
+
+    def smooth_accuracy(logits, labels, k):
+        return smooth_accuracy_points(logits, labels, k).mean(dim=1)
     logits = torch.randn(3, 4, 50, generator=torch.Generator().manual_seed(0))
     labels = torch.randint(0, 4, (50,), generator=torch.Generator().manual_seed(1))
     hard = accuracy(logits, labels)
