@@ -196,6 +196,7 @@ def check(cfg: Config, out_dir: str) -> int:
 
     from .data import DataError
     from .grid import Window
+    from .report import bins_text
     from .tasks import describe_unbuilt, make_task
     grid = cfg.grid
     custom = cfg.task.kind == "custom"
@@ -221,8 +222,8 @@ def check(cfg: Config, out_dir: str) -> int:
               f"{s.kernel_width:g} bins; soft walls c = {s.wall_strength if s.wall_strength == 'auto' else f'{s.wall_strength:g}'}")
         if count is not None:
             print("  walls     " + walls_note(count, s.wall_strength, grid.x.width))
-    print(f"  grid      x = {x_label}: {grid.x.bins} bins in [{grid.x.min:g}, {grid.x.max:g}]; "
-          f"y = {y_label}: {grid.y.bins} bins in [{grid.y.min:g}, {grid.y.max:g}]")
+    print(f"  grid      x = {x_label}: {bins_text(grid.x.bins)} in [{grid.x.min:g}, {grid.x.max:g}]; "
+          f"y = {y_label}: {bins_text(grid.y.bins)} in [{grid.y.min:g}, {grid.y.max:g}]")
     print(f"  ranks     {cfg.world_size} = {w.count} windows x {w.ranks_per_window} ranks per window "
           f"(mpiexec -n {cfg.world_size})")
     for win in windows:

@@ -12,6 +12,11 @@ from .storage import RunRecord, RunStore, StorageError
 from .wl import deep_bins, reach_fraction, time_per_bin
 
 
+def bins_text(count: int) -> str:
+    """'1 bin', '36 bins'."""
+    return f"{count} bin{'s' if count != 1 else ''}"
+
+
 def open_run(path: str | Path) -> RunStore:
     """A RunStore for a run directory or for the path of its run.h5."""
     path = Path(path)
@@ -28,8 +33,8 @@ def info(path: str) -> int:
     print(f"  task {rec.task} ({rec.n_params} parameters), sampler {rec.sampler}, {rec.n_windows} windows x "
           f"{rec.ranks_per_window} ranks x {rec.walkers_per_rank} walkers; deck {rec.deck_path}"
           + "".join(f" --set {o}" for o in rec.overrides))
-    print(f"  grid x = {rec.x_label}: {len(rec.x_edges) - 1} bins in [{rec.x_edges[0]:g}, {rec.x_edges[-1]:g}]; "
-          f"y = {rec.y_label}: {len(rec.y_edges) - 1} bins in [{rec.y_edges[0]:g}, {rec.y_edges[-1]:g}]")
+    print(f"  grid x = {rec.x_label}: {bins_text(len(rec.x_edges) - 1)} in [{rec.x_edges[0]:g}, {rec.x_edges[-1]:g}]; "
+          f"y = {rec.y_label}: {bins_text(len(rec.y_edges) - 1)} in [{rec.y_edges[0]:g}, {rec.y_edges[-1]:g}]")
     print("  " + units_line(rec))
     move_rate = rec.move_accepted.sum(axis=1) / np.maximum(1, rec.move_attempted.sum(axis=1))
     # wlmd has no acceptance: its column is the fraction of walker-steps inside the window
