@@ -247,11 +247,12 @@ def memory_note(cfg: Config, task, window) -> str:
     import torch
 
     from .bench import byte_size, rank_memory
-    per_walker, arrays, what = rank_memory(cfg, task, window)
+    probe = 4
+    per_walker, arrays, what = rank_memory(cfg, task, window, probe)
     walkers = cfg.sampler.walkers_per_rank
     need = (per_walker + arrays) * walkers
     note = (f"a rank's {walkers} walkers: {byte_size(arrays * walkers)} of walker arrays + {byte_size(per_walker * walkers)} "
-            f"for a step ({byte_size(per_walker)} per walker: {what}, 4 walkers)")
+            f"for a step ({byte_size(per_walker)} per walker: {what}, {probe} walkers)")
     if cfg.run.device != "cpu" and torch.cuda.is_available():
         have, where, ranks = torch.cuda.get_device_properties(0).total_memory, "one GPU per rank", 1
     else:

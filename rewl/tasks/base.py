@@ -184,10 +184,7 @@ class NetworkTask(Task):
         parts = [slice(a, min(a + m, hi)) for lo, hi in ((start, min(stop, n)), (max(start, n), stop)) for a in range(lo, hi, m)]
         if torch.is_grad_enabled() and walkers.requires_grad:
             return ChunkedTotals.apply(walkers, self, parts)
-        total = self._part_totals(walkers, parts[0])
-        for part in parts[1:]:
-            total = total + self._part_totals(walkers, part)
-        return total
+        return sum(self._part_totals(walkers, part) for part in parts)
 
     def _cvs_eager(self, walkers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, y, _ = self._cvs_from_totals(self._totals(walkers, 0, self.n_points))
