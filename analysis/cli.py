@@ -136,15 +136,19 @@ def compare_table(exps: list) -> str:
 
 def endpoint_line(data: dict) -> str:
     e = data["sgd_endpoint"]
-    line = (f"at the SGD endpoints (mean ln L_train {e['x']:.3f} +- {e['x_stderr']:.3f}; {e['runs']} runs, "
-            f"{e['runs_outside']} outside the sampled range and left out): equilibrium {data['y_label']} at each "
+    where = (f"at the SGD endpoints (mean ln L_train {e['x']:.3f} +- {e['x_stderr']:.3f}; {e['runs']} runs, "
+             f"{e['runs_outside']} outside the sampled range and left out): ")
+    accuracy = (f"hard test accuracy: equilibrium {_num(e.get('equilibrium_accuracy'))}, SGD {_num(e.get('sgd_accuracy'))}, "
+                f"advantage {_num(e.get('accuracy_advantage'), '+.3f')} +- {_num(e.get('accuracy_advantage_stderr'))}")
+    if data["y_bins"] == 1:          # y is not resolved: the recorded hard accuracy is the comparison
+        return where + accuracy + " (at each run's own train loss)"
+    line = (where + f"equilibrium {data['y_label']} at each "
             f"run's own train loss {_num(e['equilibrium_y'])} +- {_num(e['equilibrium_stderr'])}, SGD "
             f"{_num(e['sgd_y'])} +- {_num(e['sgd_stderr'])}, advantage {_num(e['advantage'], '+.3f')} +- "
             f"{_num(e['advantage_stderr'])} (runs and seeds); with the windows' disagreement "
             f"{_num(e['window_disagreement'])}: +- {_num(e['advantage_uncertainty'])}")
     if "equilibrium_accuracy" in e:
-        line += (f"; hard test accuracy: equilibrium {_num(e['equilibrium_accuracy'])}, SGD {_num(e['sgd_accuracy'])}, "
-                 f"advantage {_num(e['accuracy_advantage'], '+.3f')} +- {_num(e['accuracy_advantage_stderr'])}")
+        line += "; " + accuracy
     return line
 
 
@@ -164,7 +168,12 @@ def format_report(data: dict) -> str:
         for j in joins:
             lines.append(f"  run {r} join {j['windows'][0]}-{j['windows'][1]}: {j['common_bins']} common bins, "
                          f"offset {j['offset']:.3f}, residual RMS {j['residual_rms']:.3f}, "
-                         f"max |<y> difference| {j['equilibrium_mismatch']:.3f}")
+                         f"max |{'<A>' if data['y_bins'] == 1 else '<y>'} difference| {j['equilibrium_mismatch']:.3f}")
+    if data["y_bins"] == 1:
+        lines.append(one_y_bin_table(data))
+        if "sgd_endpoint" in data:
+            lines.append(endpoint_line(data))
+        return "\n".join(lines)
     sgd = "sgd_mean" in data
     acc = "equilibrium_accuracy_mean" in data
     head = (f"  {'x':>7}  {'<y> eq':>8} {'+-':>6}  {'max-S y':>8}" + (f"  {'<A> eq':>7} {'+-':>6}" if acc else "")
@@ -182,4 +191,25 @@ def format_report(data: dict) -> str:
         lines.append(row)
     if sgd:
         lines.append(endpoint_line(data))
+    return "\n".join(lines)
+
+
+def one_y_bin_table(data: dict) -> str:
+    """The table of a run whose grid has one y bin: S(x) is all it resolves, and the equilibrium is
+    the hard test accuracy recorded per bin (with SGD's beside it where the baseline has one)."""
+    acc, sgd = "equilibrium_accuracy_mean" in data, "sgd_accuracy_mean" in data
+    lines = ["  (one y bin: S of x alone; the equilibrium is the hard test accuracy recorded per bin)"]
+    if not acc:
+        return lines[0]
+    lines.append(f"  {'x':>7}  {'<A> eq':>7} {'+-':>6}" + (f"  {'SGD A':>7} {'+-':>6}  {'adv':>7}" if sgd else ""))
+    for i, x in enumerate(data["x_centers"]):
+        eq = data["equilibrium_accuracy_mean"][i]
+        other = data["sgd_accuracy_mean"][i] if sgd else None
+        if eq is None and other is None:
+            continue
+        row = f"  {x:7.3f}  {_num(eq):>7} {_num(data['equilibrium_accuracy_stderr'][i]):>6}"
+        if sgd:
+            adv = None if eq is None or other is None else eq - other
+            row += f"  {_num(other):>7} {_num(data['sgd_accuracy_stderr'][i]):>6}  {_num(adv, '+.3f'):>7}"
+        lines.append(row)
     return "\n".join(lines)

@@ -37,6 +37,7 @@ class Experiment:
     sgd: Curve | None
     endpoint: Endpoint | None
     eq_accuracy: Curve | None = None   # equilibrium hard test accuracy(x) over runs, where recorded
+    sgd_accuracy: Curve | None = None  # SGD's hard test accuracy(x), where the baseline records one
     unconverged: list[str] = field(default_factory=list)   # "RUN: why" for each run not converged
     n_params: int = 0             # the network's parameter count
 
@@ -74,18 +75,20 @@ def load_experiment(runs: list[str], sgd: str | None = None, label: str = "", mi
     eq, top = equilibrium_over_runs(lands)
     acc = [equilibrium_accuracy(land) for land in lands]
     eq_accuracy = sample_curve(np.array(acc)) if all(a is not None for a in acc) else None
-    curve = endpoint = None
+    curve = endpoint = sgd_accuracy = None
     if sgd is not None:
         base = read_baseline(sgd)
         if base.y_label != recs[0].y_label:
             raise AnalysisError(f"{sgd}: records {base.y_label}, but the runs' y is {recs[0].y_label}")
         curve = sgd_curve(base, recs[0].x_edges)
+        if np.isfinite(base.accuracy).any():
+            sgd_accuracy = sgd_curve(base, recs[0].x_edges, base.accuracy)
         endpoint = sgd_endpoint(base, recs[0].x_edges, eq, eq_accuracy)
         mismatches = [p.equilibrium_mismatch for land in lands for p in land.pairs if np.isfinite(p.equilibrium_mismatch)]
         endpoint.window_disagreement = max(mismatches, default=float("nan"))
     return Experiment(label or Path(runs[0]).name, runs, lands, mean_entropy, visited, eq, top, curve, endpoint,
-                      eq_accuracy, [f"{name}: {why}" for name, rec in zip(runs, recs) if (why := not_converged(rec))],
-                      recs[0].n_params)
+                      eq_accuracy, sgd_accuracy,
+                      [f"{name}: {why}" for name, rec in zip(runs, recs) if (why := not_converged(rec))], recs[0].n_params)
 
 
 def not_converged(rec) -> str:
@@ -104,7 +107,7 @@ def report_dict(exp: Experiment) -> dict:
     land = exp.land
     out = {
         "label": exp.label, "runs": exp.runs, "x_label": land.x_label, "y_label": land.y_label,
-        "x_centers": clean(land.x_centers),
+        "y_bins": len(land.y_edges) - 1, "x_centers": clean(land.x_centers),
         "equilibrium_mean": clean(exp.eq.mean), "equilibrium_stderr": clean(exp.eq.stderr),
         "max_entropy_y": clean(exp.top.mean), "max_entropy_stderr": clean(exp.top.stderr),
         "joins": [[{"windows": list(p.windows), "common_bins": p.common_bins, "offset": round(p.offset, 6),
@@ -114,6 +117,8 @@ def report_dict(exp: Experiment) -> dict:
     if exp.eq_accuracy is not None:
         out.update({"equilibrium_accuracy_mean": clean(exp.eq_accuracy.mean),
                     "equilibrium_accuracy_stderr": clean(exp.eq_accuracy.stderr)})
+    if exp.sgd_accuracy is not None:
+        out.update({"sgd_accuracy_mean": clean(exp.sgd_accuracy.mean), "sgd_accuracy_stderr": clean(exp.sgd_accuracy.stderr)})
     if exp.sgd is not None:
         out.update({"sgd_mean": clean(exp.sgd.mean), "sgd_stderr": clean(exp.sgd.stderr),
                     "sgd_runs_per_bin": [int(c) for c in exp.sgd.count], "advantage": clean(exp.advantage)})

@@ -35,8 +35,12 @@ def save(fig: plt.Figure, out: str | Path) -> list[Path]:
 
 def draw_landscape(ax: plt.Axes, exp: Experiment, colorbar: bool = True) -> None:
     """Heatmap of S - max S (warm = high entropy) with the equilibrium <y> (magenta dots), the
-    max-entropy y (magenta line) and the SGD curve (black, with its standard error)."""
+    max-entropy y (magenta line) and the SGD curve (black, with its standard error). A grid of
+    one y bin is drawn as ``draw_profile``."""
     land = exp.land
+    if land.one_y_bin:
+        draw_profile(ax, exp)
+        return
     s = np.ma.masked_invalid(np.where(exp.visited, exp.mean_entropy, np.nan))
     finite = s.compressed()
     vmin = float(finite.min()) if finite.size else -1.0
@@ -66,6 +70,39 @@ def draw_landscape(ax: plt.Axes, exp: Experiment, colorbar: bool = True) -> None
         not_converged_mark(ax, f"{len(exp.unconverged)} of {len(exp.runs)} runs")
 
 
+def draw_profile(ax: plt.Axes, exp: Experiment) -> None:
+    """A landscape of one y bin: S(x) - max S (line, left axis) and, where recorded, the
+    equilibrium hard test accuracy <A>(x) (magenta dots) with SGD's (black, with its standard
+    error, and its endpoint as a star) on a right axis."""
+    land = exp.land
+    x = land.x_centers
+    s = np.where(exp.visited[:, 0], exp.mean_entropy[:, 0], np.nan)
+    ax.plot(x, s, "-", color="tab:orange", lw=1.8, label="S(ln L_train) - max S")
+    ax.set_xlabel("ln(train loss)")
+    ax.set_ylabel("S - max S (one y bin)")
+    ax.set_xlim(land.x_edges[0], land.x_edges[-1])
+    ax.set_title(exp.label, fontsize=10)
+    if exp.eq_accuracy is not None:
+        acc = ax.twinx()
+        acc.errorbar(x, exp.eq_accuracy.mean, yerr=np.nan_to_num(exp.eq_accuracy.stderr), fmt="o", ms=3.5,
+                     color=MAGENTA, mec="white", mew=0.4, elinewidth=0.8, label="equilibrium <A>")
+        if exp.sgd_accuracy is not None:
+            ok = np.isfinite(exp.sgd_accuracy.mean)
+            acc.plot(x[ok], exp.sgd_accuracy.mean[ok], "-", color="black", lw=1.8, label="SGD")
+            err = np.nan_to_num(exp.sgd_accuracy.stderr)
+            acc.fill_between(x[ok], (exp.sgd_accuracy.mean - err)[ok], (exp.sgd_accuracy.mean + err)[ok], color="black",
+                             alpha=0.25, lw=0)
+        end = exp.endpoint
+        if end is not None and np.isfinite(end.sgd_accuracy):
+            acc.plot([end.x], [end.sgd_accuracy], "*", color="black", mec="white", mew=1.0, ms=13,
+                     label=f"SGD end (equilibrium - SGD {end.accuracy_advantage:+.3f} $\\pm$ "
+                           f"{np.nan_to_num(end.accuracy_advantage_stderr):.3f})")
+        acc.set_ylabel("hard test accuracy")
+        acc.set_ylim(0.0, 1.0)
+    if exp.unconverged:
+        not_converged_mark(ax, f"{len(exp.unconverged)} of {len(exp.runs)} runs")
+
+
 def not_converged_mark(ax: plt.Axes, what: str) -> None:
     """A red stamp across the top of a panel whose data come from runs that did not converge."""
     ax.text(0.5, 0.97, f"NOT CONVERGED ({what})", transform=ax.transAxes, ha="center", va="top", fontsize=9,
@@ -79,8 +116,10 @@ def landscape_figure(exp: Experiment, out: str | Path, references: list[tuple[st
     draw_landscape(ax, exp)
     for (label, y), style in zip(references, ("--", ":", "-.", (0, (5, 1)))):
         ax.axhline(y, color="tab:cyan", ls=style, lw=1.4, label=f"{label} ({y:.3g})")
-    # below the axes: inside, it would hide curves (or the NOT CONVERGED stamp) wherever they run
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False)
+    # below the axes: inside, it would hide curves (or the NOT CONVERGED stamp) wherever they run;
+    # the handles of every axis (a one-y-bin profile draws the accuracy on a second one)
+    handles, labels = (sum(parts, []) for parts in zip(*(a.get_legend_handles_labels() for a in fig.axes)))
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False)
     return save(fig, out)
 
 
@@ -134,7 +173,10 @@ def windows_figure(rec: RunRecord, out: str | Path, why: str = "") -> list[Path]
     """One panel per window, for runs whose windows do not join: each x row's ln g against its own
     maximum (visited bins; 0 = the row's most likely y), with the row's equilibrium <y> (magenta
     dots) and max-entropy y (magenta line). Rows are comparable within a row only: no constant
-    relates one row, or one window, to another here. `why` (the join's refusal) goes in the title."""
+    relates one row, or one window, to another here. `why` (the join's refusal) goes in the title.
+    With one y bin (``windows_profiles``): each window's S(x) against its own maximum."""
+    if len(rec.y_edges) == 2:
+        return windows_profiles(rec, out, why)
     n = rec.n_windows
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 1.0, 4.2), squeeze=False, sharey=True, layout="constrained")
     y = 0.5 * (rec.y_edges[1:] + rec.y_edges[:-1])
@@ -169,6 +211,30 @@ def windows_figure(rec: RunRecord, out: str | Path, why: str = "") -> list[Path]
     fig.suptitle("\n".join(textwrap.wrap(head, 110) + textwrap.wrap(f"not joined: {why}" if why else "", 110)), fontsize=9)
     if rec.status != "converged":
         not_converged_mark(axes[0, 0], rec.status)
+    return save(fig, out)
+
+
+def windows_profiles(rec: RunRecord, out: str | Path, why: str = "") -> list[Path]:
+    """The windows of a run with one y bin, unjoined: each window's ln g(x) against its own maximum
+    (left), and the hard test accuracy each recorded per x bin, where it did (right)."""
+    fig, (ax, acc) = plt.subplots(1, 2, figsize=(10.0, 4.0), layout="constrained")
+    xc = 0.5 * (rec.x_edges[1:] + rec.x_edges[:-1])
+    for k, w in enumerate(rec.windows):
+        lo, hi = w.x_bins
+        seen = w.visits[:, 0] > 0
+        g = np.where(seen, w.ln_g[:, 0], np.nan)
+        label = f"window {k}: ln f {w.ln_f:.2g}, flatness {w.flatness:.2f}"
+        ax.plot(xc[lo:hi], g - np.nanmax(g), "-", lw=1.5, label=label)
+        if w.accuracy_sum is not None:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                acc.plot(xc[lo:hi], np.where(seen, w.accuracy_sum[:, 0] / w.visits[:, 0], np.nan), "o-", ms=3, label=label)
+    ax.set(xlabel=rec.x_label, ylabel="ln g - the window's maximum")
+    acc.set(xlabel=rec.x_label, ylabel="hard test accuracy recorded", ylim=(0.0, 1.0))
+    ax.legend(fontsize=8)
+    head = f"{rec.task}: windows one by one (one y bin), {rec.status} after {rec.steps} steps"
+    fig.suptitle("\n".join(textwrap.wrap(head, 110) + textwrap.wrap(f"not joined: {why}" if why else "", 110)), fontsize=9)
+    if rec.status != "converged":
+        not_converged_mark(ax, rec.status)
     return save(fig, out)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rewl.report import decide_depth
+from rewl.report import decide_depth, edge_rows
 from rewl.storage import BaselineRecord, RunRecord, RunStore, StorageError
 from rewl.wl import deep_bins
 
@@ -36,7 +36,8 @@ class PairJoin:
     offset: float             # constant added to window k+1 relative to window k
     residual_rms: float       # visit-weighted RMS of the mismatch after the offset
     equilibrium_mismatch: float  # max over interior overlap rows of |<y>_k - <y>_{k+1}|, each
-                                 # window's own equilibrium y: what the science depends on
+                                 # window's own equilibrium y: what the science depends on (with one
+                                 # y bin, of the hard accuracy recorded per bin, where there is one)
 
 
 @dataclass
@@ -60,6 +61,12 @@ class Landscape:
     @property
     def y_centers(self) -> np.ndarray:
         return 0.5 * (self.y_edges[1:] + self.y_edges[:-1])
+
+    @property
+    def one_y_bin(self) -> bool:
+        """The grid does not resolve y: S(x) alone, and the equilibrium is the hard accuracy
+        recorded per bin (``equilibrium_accuracy``), where there is one."""
+        return len(self.y_edges) == 2
 
 
 def read_run(path: str | Path) -> RunRecord:
@@ -86,8 +93,9 @@ def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5)
 
     Window k+1 is shifted by the visit-weighted mean of ln g_k - ln g_{k+1} over the bins both
     visited in their overlap (the least-squares constant; weights v_k v_{k+1} / (v_k + v_{k+1})),
-    leaving out the two boundary rows of the overlap (the last x row of window k and the first of
-    window k+1): walkers are turned back there, which biases windowed Wang-Landau at the edges.
+    leaving out the rows at each window's inner edge (``report.edge_rows``: the last row of window
+    k and the first of window k+1, and for WLMD the kernel's width of rows): walkers are turned
+    back there, which biases windowed Wang-Landau at the edges.
     Also left out are the bins that either window's schedule left out of its flatness test, those
     more than the run's `decide_depth` below the top of their x row (``wl.deep_bins``): they hold
     less than e^-depth of their row, no integral along y sees them, and the run promises nothing
@@ -95,11 +103,12 @@ def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5)
     made up 65 to 80 % of the residual of the joins they failed).
     A pair with fewer than `min_common` common bins, or whose weighted residual RMS after the
     shift exceeds `max_residual`, is refused: joining on a poor overlap silently bends S.
-    Overlapping bins are then averaged, weighted by visits.
+    Overlapping bins are then averaged, weighted by visits, each window's edge rows left to its
+    neighbour (where the overlap is wide enough for both windows' edge rows).
     """
     n_x, n_y = len(rec.x_edges) - 1, len(rec.y_edges) - 1
     y = 0.5 * (rec.y_edges[1:] + rec.y_edges[:-1])
-    depth = decide_depth(rec)
+    depth, band = decide_depth(rec), edge_rows(rec)
     deep = [deep_bins(torch.as_tensor(w.ln_g), torch.as_tensor(w.visits), depth).numpy() for w in rec.windows]
     offsets = [0.0]
     pairs = []
@@ -111,8 +120,8 @@ def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5)
         va, vb = a.visits[lo - a.x_bins[0]: hi - a.x_bins[0]], b.visits[: hi - lo]
         ga, gb = a.ln_g[lo - a.x_bins[0]: hi - a.x_bins[0]], b.ln_g[: hi - lo]
         common = (va > 0) & (vb > 0) & ~deep[k][lo - a.x_bins[0]: hi - a.x_bins[0]] & ~deep[k + 1][: hi - lo]
-        if hi - lo > 2:
-            common[0] = common[-1] = False
+        if hi - lo > 2 * band:
+            common[:band] = common[hi - lo - band:] = False
         n_common = int(common.sum())
         if n_common < min_common:
             raise JoinError(f"windows {k} and {k + 1} share {n_common} visited bins in their overlap "
@@ -126,8 +135,10 @@ def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5)
                                 f"> {max_residual} after the best constant; the estimates are inconsistent "
                                 "(not converged?)")
         offsets.append(offsets[-1] + shift)
-        rows = range(1, hi - lo - 1) if hi - lo > 2 else range(hi - lo)
-        diffs = [abs(row_mean(ga[i], va[i], y) - row_mean(gb[i], vb[i], y)) for i in rows]
+        rows = range(band, hi - lo - band) if hi - lo > 2 * band else range(hi - lo)
+        ya, yb = (_row_values(win, rows_of, y) for win, rows_of in ((a, slice(lo - a.x_bins[0], hi - a.x_bins[0])),
+                                                                   (b, slice(0, hi - lo))))
+        diffs = [abs(row_mean(ga[i], va[i], ya[i]) - row_mean(gb[i], vb[i], yb[i])) for i in rows]
         mismatch = float(np.nanmax(diffs)) if diffs and np.isfinite(diffs).any() else float("nan")
         pairs.append(PairJoin((k, k + 1), n_common, shift, rms, mismatch))
 
@@ -135,13 +146,23 @@ def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5)
     weight = np.zeros((n_x, n_y))
     with_accuracy = all(win.accuracy_sum is not None for win in rec.windows)
     acc_total = np.zeros((n_x, n_y))
-    for win, off in zip(rec.windows, offsets):
+    trusted = []                     # per window: its visits, 0 in its edge rows where the neighbour has the bin
+    for k, win in enumerate(rec.windows):
         lo, hi = win.x_bins
-        v = win.visits
+        v = win.visits.copy()
+        for neighbour, rows in ((k - 1, slice(0, band)), (k + 1, slice(hi - lo - band, hi - lo))):
+            if 0 <= neighbour < rec.n_windows:
+                n_lo, n_hi = rec.windows[neighbour].x_bins
+                if min(hi, n_hi) - max(lo, n_lo) > 2 * band:       # the overlap holds both windows' edge rows
+                    theirs = rec.windows[neighbour].visits[lo + rows.start - n_lo: lo + rows.stop - n_lo]
+                    v[rows] = np.where(theirs > 0, 0.0, v[rows])
+        trusted.append(v)
+    for win, off, v in zip(rec.windows, offsets, trusted):
+        lo, hi = win.x_bins
         total[lo:hi] += np.where(v > 0, (win.ln_g + off) * v, 0.0)
         weight[lo:hi] += v
         if with_accuracy:
-            acc_total[lo:hi] += win.accuracy_sum
+            acc_total[lo:hi] += np.where(v > 0, win.accuracy_sum, 0.0)
     visited = weight > 0
     entropy = np.full((n_x, n_y), -np.inf)
     entropy[visited] = total[visited] / weight[visited]
@@ -152,6 +173,16 @@ def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5)
         accuracy = np.full((n_x, n_y), np.nan)
         accuracy[visited] = acc_total[visited] / weight[visited]
     return Landscape(rec.x_edges, rec.y_edges, entropy, visited, pairs, rec.x_label, rec.y_label, accuracy)
+
+
+def _row_values(win, rows: slice, y: np.ndarray) -> np.ndarray:
+    """What a window's equilibrium averages in each bin of `rows`: (n_rows, n_y), the y bin
+    centres, or with one y bin the hard accuracy the window recorded there (nan without one)."""
+    n_rows = len(win.visits[rows])
+    if len(y) > 1 or win.accuracy_sum is None:
+        return np.broadcast_to(y if len(y) > 1 else np.nan, (n_rows, len(y)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return win.accuracy_sum[rows] / win.visits[rows]
 
 
 def row_mean(ln_g_row: np.ndarray, visits_row: np.ndarray, y: np.ndarray) -> float:
@@ -165,10 +196,13 @@ def row_mean(ln_g_row: np.ndarray, visits_row: np.ndarray, y: np.ndarray) -> flo
 
 
 def equilibrium(land: Landscape) -> tuple[np.ndarray, np.ndarray]:
-    """Per x bin: <y> = sum_y y e^S / sum_y e^S over visited y, and the max-entropy y. (n_x,) each."""
+    """Per x bin: <y> = sum_y y e^S / sum_y e^S over visited y, and the max-entropy y. (n_x,) each;
+    nan everywhere when the grid has one y bin (y is not resolved: S is S(x) alone)."""
     y = land.y_centers
     mean = np.full(land.entropy.shape[0], np.nan)
     top = np.full(land.entropy.shape[0], np.nan)
+    if land.one_y_bin:
+        return mean, top
     for i, (s, seen) in enumerate(zip(land.entropy, land.visited)):
         if not seen.any():
             continue
@@ -218,15 +252,17 @@ def equilibrium_over_runs(lands: list[Landscape]) -> tuple[Curve, Curve]:
     return sample_curve(np.array([e[0] for e in eq])), sample_curve(np.array([e[1] for e in eq]))
 
 
-def sgd_curve(base: BaselineRecord, x_edges: np.ndarray) -> Curve:
-    """Mean y per ln L_train bin over runs: each run's records in a bin are averaged first, so
-    every run counts once per bin; the standard error is over runs."""
+def sgd_curve(base: BaselineRecord, x_edges: np.ndarray, values: np.ndarray | None = None) -> Curve:
+    """Mean y (or `values`, (runs, T) like base.y: the hard accuracy, say) per ln L_train bin over
+    runs: each run's records in a bin are averaged first, so every run counts once per bin; the
+    standard error is over runs."""
+    values = base.y if values is None else values
     n_x = len(x_edges) - 1
     per_run = np.full((base.runs, n_x), np.nan)
     for r in range(base.runs):
         idx = np.searchsorted(x_edges, base.x[r], side="right") - 1
-        ok = (idx >= 0) & (idx < n_x) & np.isfinite(base.y[r])
-        sums = np.bincount(idx[ok], weights=base.y[r][ok], minlength=n_x)
+        ok = (idx >= 0) & (idx < n_x) & np.isfinite(values[r])
+        sums = np.bincount(idx[ok], weights=values[r][ok], minlength=n_x)
         counts = np.bincount(idx[ok], minlength=n_x)
         per_run[r] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
     return sample_curve(per_run)
@@ -300,6 +336,8 @@ def sgd_endpoint(base: BaselineRecord, x_edges: np.ndarray, eq: Curve, eq_accura
     final_x, final_y = base.x[:, -1], base.y[:, -1]
     centers = 0.5 * (x_edges[1:] + x_edges[:-1])
     eq_r, eq_se, inside = _at_runs(eq, centers, final_x)
+    if eq_accuracy is not None and not np.isfinite(eq.mean).any():    # one y bin: the accuracy's range decides
+        inside = _at_runs(eq_accuracy, centers, final_x)[2]
     n_all, n = base.runs, int(inside.sum())
     eq_y, eq_stderr, sgd_y, adv, adv_se = _paired(eq_r[inside], eq_se[inside], final_y[inside])
     end = Endpoint(float(np.mean(final_x)), _stderr(final_x), n, n_all - n, sgd_y, _stderr(final_y[inside]), eq_y,

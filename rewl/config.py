@@ -22,6 +22,7 @@ TASKS = ("spiral", "spiral_regression", "mnist", "cifar10", "features", "house_p
 SAMPLERS = ("wlmc", "wlmd")
 SCHEDULES = ("halving", "1/t", "ramp")
 INTEGRATORS = ("baoab", "reference")
+FLATNESS_OF = ("visits", "deposits")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 ACTIVATIONS = ("relu", "tanh", "silu")
@@ -171,6 +172,12 @@ class SamplerConfig:
     # c of the soft walls c d^2; "auto": tuned during the run (samplers/walls.py)
     wall_strength: float | str = key("auto", _positive_or_auto, only=_WLMD)
     integrator: str = key("baoab", _one_of(INTEGRATORS), only=_WLMD)
+    # what the flatness test measures: the stage's visits bin by bin, or what they deposited
+    # (the visits smoothed by the kernel: docs/convergence.md, "The flatness of WLMD's deposits")
+    flatness_of: str = key("visits", _one_of(FLATNESS_OF), only=_WLMD)
+    # walkers in the soft walls of a window's x edges raise ln g at the edge bin they left (docs/convergence.md,
+    # "Walkers in the walls"); their visits are not counted
+    wall_deposits: bool = key(False, only=_WLMD)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from .config import ScheduleConfig
-from .wl import Estimate, flatness, trapped_bins, visit_diagnostics
+from .wl import Estimate, flatness, stage_deposits, trapped_bins, visit_diagnostics
 
 
 class Schedule:
@@ -29,10 +29,13 @@ class Schedule:
         """A flatness check at `step`: the flatness of the stage histogram over every visited bin
         except those `decide_depth` below the top of their x row (``wl.flatness``) and the
         diagnostics, then the ln f update; identical on every rank of a window (it sees the merged
-        estimate). While a deep bin is a trap (``wl.trapped_bins``) the flatness is 0, ln f holds
-        (so the trap fills) and the window does not converge."""
+        estimate). Under WLMD with [sampler] flatness_of = "deposits" the test measures what the
+        stage's visits deposited (``wl.stage_deposits``) instead of the visits. While a deep bin
+        is a trap (``wl.trapped_bins``) the flatness is 0, ln f holds (so the trap fills) and the
+        window does not converge."""
         cfg = self.cfg
-        est.flatness = flatness(est.hist, est.visits, cfg.min_visit_fraction, est.ln_g, cfg.decide_depth)
+        stage = est.hist if est.deposit_table is None else stage_deposits(est.hist, est.deposit_table)
+        est.flatness = flatness(stage, est.visits, cfg.min_visit_fraction, est.ln_g, cfg.decide_depth)
         trapped = est.per_visit and math.isfinite(cfg.decide_depth) and bool(   # older runs keep their rule
             trapped_bins(est.hist, est.visits, est.ln_g, cfg.decide_depth, cfg.min_visit_fraction, cfg.flatness).any())
         if trapped:

@@ -44,6 +44,8 @@ class Estimate:
     ln_g_checkpoint: torch.Tensor | None = None  # (n_x, n_y) ln g at the previous checkpoint
     reach: torch.Tensor | None = None  # (n_x, n_y) wlmd: the bins' reachable fractions, set by the sampler at
                                        # each synchronisation (``reach_fraction``); not stored with the estimate
+    deposit_table: KernelTable | None = None  # wlmd with [sampler] flatness_of = "deposits": the deposits, set
+                                              # like `reach`; the flatness test then measures ``stage_deposits``
 
     @classmethod
     def zeros(cls, shape: tuple[int, int], ln_f: float, device: torch.device, walkers: int = 1,
@@ -227,16 +229,25 @@ def scaled_table(mirrored: KernelTable, edge_scale: torch.Tensor | None, fractio
 
 
 def deposit_kernel(est: Estimate, ix: torch.Tensor, iy: torch.Tensor, inside: torch.Tensor, table: KernelTable,
-                   accuracy: torch.Tensor | None = None, offsets: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+                   accuracy: torch.Tensor | None = None, offsets: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   in_walls: torch.Tensor | None = None) -> None:
     """Wang-Landau molecular dynamics update: ln g += (ln f / M) x the kernel `table`'s deposit
     (``kernel_table``) of each walker inside the window; the histograms count single bins, the
     stage histogram with the table's visit weight. `offsets`: the walkers' positions inside their
     bins along x and y (B,) each, in [0, 1), summed with their squares (``Estimate.offset_moments``).
     Walkers (B,) outside the window (in the soft walls) deposit nothing: they are weighted by 0
-    rather than filtered out (no data-dependent shapes, so no device synchronisation per step)."""
+    rather than filtered out (no data-dependent shapes, so no device synchronisation per step).
+    Except those flagged `in_walls` (B,) bool: they raise ln g at their bin (ix, iy, clamped to the
+    window: the edge bin they left) as if inside, and count in no histogram.
+
+    Why: the force past a window's edge is the estimate's slope at its edge bin. Where that bin's
+    ln g lags, the slope drives walkers into the walls, where they deposit nothing, so it lags for
+    good: on the MNIST CNN half of window 0's walkers sat in its lower wall, the edge bin 15 units
+    below the next (``[sampler] wall_deposits``)."""
     own = ix * est.ln_g.shape[1] + iy
     counts = inside.to(torch.float64)                           # (B,) 1 inside, 0 in the walls
-    share = counts[:, None] * table.weights[own].mul(est.visit_increment())   # (B, (2R + 1)^2)
+    raising = counts if in_walls is None else (inside | in_walls).to(torch.float64)
+    share = raising[:, None] * table.weights[own].mul(est.visit_increment())   # (B, (2R + 1)^2)
     est.ln_g.view(-1).index_add_(0, table.targets[own].reshape(-1), share.reshape(-1))
     est.hist.view(-1).index_add_(0, own, counts * table.visit_weight[own])
     est.visits.view(-1).index_add_(0, own, counts)
@@ -247,6 +258,18 @@ def deposit_kernel(est: Estimate, ix: torch.Tensor, iy: torch.Tensor, inside: to
         u_x, u_y = (torch.where(inside, u.double(), 0.0) for u in offsets)    # where, not x 0: a wall walker's may be inf
         for total, value in zip(moments, (u_x, u_y, u_x * u_x, u_y * u_y)):
             total.view(-1).index_add_(0, own, value)
+
+
+def stage_deposits(hist: torch.Tensor, table: KernelTable) -> torch.Tensor:
+    """What the visits of a stage histogram `hist` (n_x, n_y) raised ln g by, per unit of ln f:
+    (n_x, n_y). A visit of bin a counts `visit_weight[a]` in the histogram and deposits
+    `weights[a]` (which include that weight) over `targets[a]` (``deposit_kernel``), so the
+    histogram deposited sum_a hist_a weights[a] / visit_weight[a]. A flat histogram deposits
+    evenly (the table's rows and columns sum to 1 over the reachable region)."""
+    per_visit = hist.reshape(-1) / table.visit_weight                        # visits of each bin
+    deposited = torch.zeros(hist.numel(), dtype=hist.dtype, device=hist.device)
+    deposited.index_add_(0, table.targets.reshape(-1), (per_visit[:, None] * table.weights).reshape(-1))
+    return deposited.view(hist.shape)
 
 
 def reachable_scale(visits: torch.Tensor, mirrored: KernelTable, start: torch.Tensor | None = None,

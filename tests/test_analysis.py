@@ -11,6 +11,7 @@ import pytest
 from analysis.landscape import (
     AnalysisError,
     Curve,
+    JoinError,
     Landscape,
     equilibrium,
     equilibrium_accuracy,
@@ -18,9 +19,9 @@ from analysis.landscape import (
     sgd_curve,
     sgd_endpoint,
 )
-from conftest import run_analysis, run_rewl
+from conftest import deck_text, run_analysis, run_rewl
 from rewl.grid import window_bins
-from rewl.storage import BaselineRecord, History, RunRecord, WindowRecord
+from rewl.storage import BaselineRecord, History, RunRecord, RunStore, WindowRecord
 
 
 def synthetic_run(truth: np.ndarray, bins: list[tuple[int, int]], offsets: list[float], noise: float,
@@ -265,3 +266,65 @@ def test_equilibrium_hard_accuracy_is_the_entropy_weighted_bin_mean():
     np.testing.assert_allclose(equilibrium_accuracy(land), expected, rtol=1e-9)
     rec.windows[0].accuracy_sum = None          # a run without it: no hard-accuracy curve
     assert join_windows(rec).accuracy is None and equilibrium_accuracy(join_windows(rec)) is None
+
+
+def test_one_y_bin_gives_s_of_x_and_the_recorded_accuracy_through_report_and_figures(tmp_path):
+    """A grid of one y bin does not resolve y: no equilibrium or max-entropy y (nan, not the bin
+    centre), the equilibrium is the hard accuracy recorded per bin, the windows' disagreement is
+    in that accuracy, and the SGD comparison is in hard accuracy at each run's own train loss."""
+    truth = _truth(n_y=1)
+    bins = window_bins(40, 2, 0.5)
+    rec = synthetic_run(truth, bins, offsets=[0.0, 30.0], noise=0.0)
+    hard = np.linspace(0.9, 0.1, 40)
+    for k, w in enumerate(rec.windows):
+        lo, hi = w.x_bins
+        w.accuracy_sum = w.visits * (hard[lo:hi] + 0.01 * k)[:, None]     # window 1 reads 0.01 higher
+    land = join_windows(rec)
+    eq, top = equilibrium(land)
+    assert land.one_y_bin and np.isnan(eq).all() and np.isnan(top).all()
+    assert land.pairs[0].equilibrium_mismatch == pytest.approx(0.01, abs=1e-9)
+    np.testing.assert_allclose(land.entropy[:, 0], truth[:, 0] - truth.max(), atol=1e-9)
+    x_centres = land.x_centers
+    base = BaselineRecord(deck_text="", deck_path="d.toml", task="mnist", optimizer="adam", learning_rate=0.01,
+                          batch_size=10, x_label="x", y_label="y", step=np.arange(2),
+                          x=np.array([[1.9, x_centres[10]], [1.9, x_centres[20]], [1.9, 5.0]]),
+                          y=np.zeros((3, 2)), accuracy=np.array([[0.1, 0.5], [0.1, 0.3], [0.1, 0.2]]),
+                          elapsed_seconds=0.0)
+    store = RunStore(tmp_path / "run")
+    store.prepare_new()
+    store.write_run(rec)
+    sgd = store.write_baseline(base)
+    report = run_analysis(["report", str(tmp_path / "run"), "--sgd", str(sgd), "--json"])
+    assert report.returncode == 0, report.stderr
+    data = json.loads(report.stdout)
+    assert data["y_bins"] == 1 and all(v is None for v in data["equilibrium_mean"])
+    end = data["sgd_endpoint"]
+    assert (end["runs"], end["runs_outside"]) == (2, 1)      # the accuracy's range decides who is inside
+    expected = np.mean([land.accuracy[10, 0] - 0.5, land.accuracy[20, 0] - 0.3])
+    assert end["accuracy_advantage"] == pytest.approx(expected, abs=1e-6)
+    text = run_analysis(["report", str(tmp_path / "run"), "--sgd", str(sgd)])
+    assert "one y bin" in text.stdout and "<A> eq" in text.stdout and "max |<A> difference| 0.010" in text.stdout
+    assert "hard test accuracy: equilibrium" in text.stdout and "<y> eq" not in text.stdout
+    for command in (["landscape", str(tmp_path / "run"), "--sgd", str(sgd)], ["windows", str(tmp_path / "run")]):
+        fig = tmp_path / command[0]
+        proc = run_analysis([*command, "-o", str(fig)])
+        assert proc.returncode == 0, proc.stderr
+        assert _not_blank(fig.with_suffix(".png"))
+
+
+def test_wlmd_joins_leave_the_kernel_width_of_rows_at_each_window_edge_to_the_neighbour():
+    """WLMD's estimate is biased within its kernel's width of a window's inner edges (mirror, walls):
+    a run with kernel_width 2 joins on the overlap without its two edge rows on each side, and
+    takes those rows from the neighbouring window; a WLMC run counts them (one edge row)."""
+    truth = _truth(n_y=3)
+    bins = window_bins(40, 2, 0.5)
+    rec = synthetic_run(truth, bins, offsets=[0.0, 12.0], noise=0.0)
+    rec.windows[0].ln_g[-2] += 3.0        # the second row from window 0's top edge
+    rec.windows[1].ln_g[1] -= 2.0         # the second row from window 1's bottom edge
+    rec.sampler, rec.deck_text = "wlmd", deck_text("box_md", sampler={"kernel_width": 2.0})
+    land = join_windows(rec)
+    assert land.pairs[0].residual_rms == pytest.approx(0.0, abs=1e-9)
+    np.testing.assert_allclose(land.entropy, truth - truth.max(), atol=1e-9)
+    rec.sampler = "wlmc"
+    with pytest.raises(JoinError, match="residual"):
+        join_windows(rec)

@@ -36,6 +36,7 @@ from rewl.wl import (
     reach_fraction,
     reachable_scale,
     reflect,
+    stage_deposits,
     trapped_bins,
     visit_diagnostics,
     wall_slope,
@@ -493,6 +494,26 @@ def test_kernel_deposit_skips_outside_walkers_and_records_accuracy():
     assert est.accuracy_sum[1, 2] == 0.75 and est.accuracy_sum.sum() == 0.75
 
 
+def test_walkers_in_the_walls_raise_the_edge_bin_they_left_only_when_asked():
+    # two walkers past the window's x edges (their bins clamped to the edge rows), one past the
+    # grid's y range: by default none deposits; with in_walls the first two raise ln g around
+    # their edge bins as a walker inside would, and no histogram counts them
+    table = kernel_table((6, 3), gaussian_kernel(1.0))
+    ix, iy = torch.tensor([0, 5, 2]), torch.tensor([1, 2, 0])
+    inside = torch.tensor([False, False, False])
+    for in_walls in (None, torch.tensor([True, True, False])):
+        est = Estimate.zeros((6, 3), 0.5, torch.device("cpu"), walkers=3, with_offsets=True)
+        deposit_kernel(est, ix, iy, inside, table, offsets=(torch.zeros(3), torch.zeros(3)), in_walls=in_walls)
+        assert est.hist.sum() == 0 and est.visits.sum() == 0 and est.offset_x_sum.sum() == 0
+        if in_walls is None:
+            assert est.ln_g.abs().sum() == 0
+            continue
+        inside_est = Estimate.zeros((6, 3), 0.5, torch.device("cpu"), walkers=3)
+        deposit_kernel(inside_est, ix[:2], iy[:2], torch.ones(2, dtype=torch.bool), table)
+        np.testing.assert_allclose(est.ln_g.numpy(), inside_est.ln_g.numpy(), rtol=1e-12)
+        assert float(est.ln_g.sum()) == pytest.approx(1.0)
+
+
 def test_entropy_slopes_of_a_linear_estimate_are_exact_everywhere():
     ix, iy = torch.meshgrid(torch.arange(6.0), torch.arange(9.0), indexing="ij")
     ln_g = (2.0 * ix * 0.1 - 3.0 * iy * 0.25).double()       # S = 2 x - 3 y with widths 0.1, 0.25
@@ -582,6 +603,46 @@ def test_reach_fraction_of_bins_cut_by_the_region_edge_and_the_per_area_deposit(
     np.testing.assert_allclose(est.ln_g[band].numpy(), 1.0, atol=1e-8)
     np.testing.assert_allclose(est.hist[band].numpy(), 1.0, atol=1e-12)
     assert table.visit_weight.reshape(band.shape)[top].sub(3).abs().max() < 1e-12
+
+
+def test_stage_deposits_are_what_the_visits_raised_ln_g_by():
+    # random visits through the kernel fitted to a band region with cut bins: ln g (from 0, ln f 1)
+    # is exactly the stage histogram's deposits
+    band = _band()
+    shape, kernel = tuple(band.shape), gaussian_kernel(2.0)
+    fraction = torch.where(band & (torch.arange(shape[1]) % 5 == 0), 0.4, 1.0).double()
+    table = kernel_table(shape, kernel, reachable_scale(band.double(), kernel_table(shape, kernel)), fraction)
+    gen = torch.Generator().manual_seed(5)
+    ix, iy = band.nonzero(as_tuple=True)
+    pick = torch.randint(len(ix), (3000,), generator=gen)
+    est = Estimate.zeros(shape, 1.0, torch.device("cpu"))
+    deposit_kernel(est, ix[pick], iy[pick], torch.ones(len(pick), dtype=torch.bool), table)
+    np.testing.assert_allclose(stage_deposits(est.hist, table).numpy(), est.ln_g.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_flatness_of_deposits_passes_a_bin_scale_dip_but_not_a_broad_deficit():
+    # one y bin, 29 x bins, kernel sigma 2 bins: the pattern of WLMD's MNIST windows at a window
+    # edge (row 0 at 1.3 of the mean, row 1 at 0.3) is invisible to the kernel's deposits, so the
+    # deposits are flat; a third of the window at half the visits is not
+    shape = (29, 1)
+    table = kernel_table(shape, gaussian_kernel(2.0))
+    dip = torch.ones(shape, dtype=torch.float64)
+    dip[0], dip[1] = 1.3, 0.3
+    broad = torch.ones(shape, dtype=torch.float64)
+    broad[10:20] = 0.5
+    visits = torch.ones(shape, dtype=torch.float64)
+    assert flatness(dip, visits, 0.0) == pytest.approx(0.3 / float(dip.mean()))
+    assert flatness(stage_deposits(dip, table), visits, 0.0) > 0.85
+    assert flatness(stage_deposits(broad, table), visits, 0.0) < 0.7
+    # the schedule measures what the estimate's deposit table says: with it the dip ends the stage
+    for table_set, halved in ((None, False), (table, True)):
+        est = Estimate.zeros(shape, 1.0, torch.device("cpu"))
+        est.hist.copy_(dip)
+        est.visits.fill_(1.0)
+        est.deposit_table = table_set
+        _schedule("halving").check(est, 10)
+        assert (est.ln_f == 0.5) is halved
+        assert est.flatness_all == pytest.approx(0.3 / float(dip.mean()))   # the visits' own, as a diagnostic
 
 
 @pytest.mark.parametrize("density, fraction", [("uniform", 0.5), ("thinning to the limit", 0.5),

@@ -41,11 +41,12 @@ class Langevin:
     x_range: tuple[float, float] | tuple[torch.Tensor, torch.Tensor]   # the window's x range (or (B,) ranges
                                                                         # per walker); soft walls outside
     y_range: tuple[float, float]     # the grid's y range; soft walls outside
+    wall_deposits: bool = False      # walkers in the x walls deposit at the edge bin they left
 
     @classmethod
     def from_config(cls, cfg: SamplerConfig, window: Window, wall_strength: float, device: torch.device) -> Langevin:
         return cls(cfg.dt, cfg.gamma, cfg.integrator == "baoab", wall_strength,
-                   gaussian_kernel(cfg.kernel_width, device=device), window.x_range, window.y_range)
+                   gaussian_kernel(cfg.kernel_width, device=device), window.x_range, window.y_range, cfg.wall_deposits)
 
 
 @dataclass
@@ -97,6 +98,8 @@ def wlmd_step(task: Task, window: Window, walkers: Walkers, est: Estimate, md: L
     temperature is 1 + gamma / (2 (1 - gamma)) where the force is weak, so Wang-Landau converges
     to S_true * T (5 % too steep at gamma = 0.1; negligible at the study's gamma <= 1e-2). BAOAB
     samples at T = 1 for any gamma. Positions are reflected at the weight box (velocity reversed).
+    With `md.wall_deposits`, walkers in the soft walls past the window's x edges (y inside the
+    grid) raise ln g at the edge bin they left, uncounted in the histograms.
     `deposits` is the kernel (``kernel_table``); with `region` (n_x, n_y) bool, the bins reached so
     far, the slopes take no difference across its edges (``entropy_slopes``). The walkers'
     offsets inside their bins go to the estimate (``reach_fraction``).
@@ -112,7 +115,8 @@ def wlmd_step(task: Task, window: Window, walkers: Walkers, est: Estimate, md: L
         ix, iy, inside = window.bin(xd, yd)
         fx, fy = window.fractional(xd, yd)
         if update and not est.converged:
-            deposit_kernel(est, ix, iy, inside, deposits, hard, (fx - ix, fy - iy))
+            in_walls = (~inside & (yd >= md.y_range[0]) & (yd <= md.y_range[1])) if md.wall_deposits else None
+            deposit_kernel(est, ix, iy, inside, deposits, hard, (fx - ix, fy - iy), in_walls)
         du_dx, du_dy = entropy_slopes(est.ln_g, fx, fy, grid.x.width, grid.y.width, region)
         du_dx = du_dx + wall_slope(xd, *md.x_range, md.wall_strength)
         du_dy = du_dy + wall_slope(yd, *md.y_range, md.wall_strength)
@@ -219,6 +223,7 @@ class WLMD(Sampler):
         if scale is not self.edge_scale or (fraction is not None and not torch.equal(fraction, self.fraction)):
             self.set_edges(scale, fraction)
         est.reach = self.fraction
+        est.deposit_table = self.deposits if self.cfg.flatness_of == "deposits" else None
 
     def bin_ln_g(self, ln_g: torch.Tensor) -> torch.Tensor:
         return bin_ln_g(ln_g, self.fraction)
