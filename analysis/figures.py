@@ -118,7 +118,10 @@ def landscape_figure(exp: Experiment, out: str | Path, references: list[tuple[st
         ax.axhline(y, color="tab:cyan", ls=style, lw=1.4, label=f"{label} ({y:.3g})")
     # below the axes: inside, it would hide curves (or the NOT CONVERGED stamp) wherever they run;
     # the handles of every axis (a one-y-bin profile draws the accuracy on a second one)
-    handles, labels = (sum(parts, []) for parts in zip(*(a.get_legend_handles_labels() for a in fig.axes)))
+    handles, labels = [], []
+    for axis in fig.axes:
+        more_handles, more_labels = axis.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
     ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False)
     return save(fig, out)
 

@@ -179,8 +179,10 @@ def _row_values(win, rows: slice, y: np.ndarray) -> np.ndarray:
     """What a window's equilibrium averages in each bin of `rows`: (n_rows, n_y), the y bin
     centres, or with one y bin the hard accuracy the window recorded there (nan without one)."""
     n_rows = len(win.visits[rows])
-    if len(y) > 1 or win.accuracy_sum is None:
-        return np.broadcast_to(y if len(y) > 1 else np.nan, (n_rows, len(y)))
+    if len(y) > 1:
+        return np.broadcast_to(y, (n_rows, len(y)))
+    if win.accuracy_sum is None:
+        return np.full((n_rows, 1), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         return win.accuracy_sum[rows] / win.visits[rows]
 

@@ -242,8 +242,8 @@ def deposit_kernel(est: Estimate, ix: torch.Tensor, iy: torch.Tensor, inside: to
 
     Why: the force past a window's edge is the estimate's slope at its edge bin. Where that bin's
     ln g lags, the slope drives walkers into the walls, where they deposit nothing, so it lags for
-    good: on the MNIST CNN half of window 0's walkers sat in its lower wall, the edge bin 15 units
-    below the next (``[sampler] wall_deposits``)."""
+    good: on the MNIST CNN window 0's walkers spent 22 to 31 % of their steps in its lower wall, the
+    edge bin 19 to 21 units below the next (``[sampler] wall_deposits``)."""
     own = ix * est.ln_g.shape[1] + iy
     counts = inside.to(torch.float64)                           # (B,) 1 inside, 0 in the walls
     raising = counts if in_walls is None else (inside | in_walls).to(torch.float64)
