@@ -15,7 +15,6 @@ callable taking the rank's torch device) is given here, on every rank. docs/task
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,16 +27,9 @@ if TYPE_CHECKING:
 def run(deck: str | Path, task: TaskFactory, out: str | None = None, resume: bool = False, force: bool = False,
         overrides: tuple[str, ...] = (), stop_file: str | None = None, deadline: float | None = None) -> int:
     """Run (or resume) `deck` with `task` (a ``rewl.Task`` subclass, or a callable device -> Task)
-    under MPI, as ``rewl run`` does; returns its exit code (0 done, 2 bad deck, task or
-    layout; any exception on any rank aborts the whole job). Call it on every rank."""
+    under MPI, as ``rewl run`` does; returns its exit code (0 done; 2 a set-up problem on any rank:
+    deck, task, data, layout, output directory, printed once by rank 0; 1 a failed write or any
+    other exception, which aborts the whole job). Call it on every rank."""
     stop = StopRequest(stop_file, deadline)
     from .cli import run_checked
-    from .comm import env_rank
-    from .config import DeckError, load
-    try:
-        cfg = load(deck, tuple(overrides))
-    except DeckError as exc:
-        if env_rank() == 0:
-            print(f"rewl: error: {exc}", file=sys.stderr, flush=True)
-        return 2
-    return run_checked(cfg, out or cfg.output.dir, resume, force, stop, task)
+    return run_checked(deck, tuple(overrides), out, resume, force, stop, task)

@@ -1,12 +1,13 @@
 """Command line: ``rewl {run,check,info,status,sgd,bench,analyse} ...`` (also ``python -m rewl``).
 
-Decks are validated before MPI starts; a bad deck prints one message (on rank 0) and every rank
-exits with code 2. `run` installs its stop handlers before anything else (see rewl/stop.py).
+`run` installs its stop handlers before anything else (see rewl/stop.py); its set-up errors, a bad
+deck included, are agreed by every rank and printed once by rank 0 (exit 2, ``run_checked``).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from .stop import StopRequest
         stop = StopRequest(args.stop_file, args.deadline)    # before the heavy imports and the deck
+        return run_checked(args.deck, tuple(args.overrides), args.out, args.resume, args.force, stop)
     quiet = env_rank() != 0       # under mpiexec, only rank 0 reports deck errors
     if args.command == "info":
         from .report import info
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         if not quiet:
             print(f"rewl: error: {exc}", file=sys.stderr, flush=True)
         return 2
-    if cfg.task.kind == "custom" and args.command in ("run", "sgd", "bench"):
+    if cfg.task.kind == "custom" and args.command in ("sgd", "bench"):
         if not quiet:
             print(f'rewl: error: {cfg.path}: [task] kind = "custom": its task is given from Python, '
                   f'rewl.run(deck, task=MyTask) in a script (docs/tasks.md, "Your own task")', file=sys.stderr, flush=True)
@@ -129,28 +131,49 @@ def main(argv: list[str] | None = None) -> int:
         except DataError as exc:
             print(f"rewl: error: {cfg.path}: {exc}", file=sys.stderr, flush=True)
             return 2
-    return run_checked(cfg, args.out or cfg.output.dir, args.resume, args.force, stop)
+    raise AssertionError(f"unhandled command {args.command}")
 
 
-def run_checked(cfg: Config, out_dir: str, resume: bool, force: bool, stop: StopRequest,
-                custom_task: TaskFactory | None = None) -> int:
-    """`rewl run` (and ``rewl.run``): layout and task problems exit 2 with one message from rank 0;
-    any other exception on any rank aborts the job."""
-    from .comm import LayoutError, run_or_abort
-    from .data import DataError
-    from .driver import run_deck
-    from .tasks import TaskError
-    quiet = env_rank() != 0
+def run_checked(deck: str | Path, overrides: tuple[str, ...], out: str | None, resume: bool, force: bool,
+                stop: StopRequest, custom_task: TaskFactory | None = None) -> int:
+    """`rewl run` (and ``rewl.run``) on every rank: returns the exit code.
+
+    - 2: set-up failed on some rank (the deck, the layout, the output directory, the task, its
+      data, a window out of reach): every rank learns it (``agree``), rank 0 prints each
+      message once, naming the ranks that met it, and no rank waits for another.
+    - 1: a checkpoint or run-file write failed on some rank (a full disk): one line from rank 0
+      naming the directory, the step and what to do; or any other exception after set-up: the
+      failing rank prints its traceback, also into the run's log, and aborts the job."""
+    from .comm import SetupFailed, agree, run_or_abort
+    from .errors import WriteFailed
+    from .storage import RunStore
+    rank = env_rank()
+    stores: list[RunStore] = []           # the run directory, once the deck has named it
+
+    def load_run_deck() -> Config:
+        cfg = load(deck, tuple(overrides))
+        if cfg.task.kind == "custom" and custom_task is None:
+            raise DeckError(cfg.path, "[task] kind", '"custom": its task is given from Python, '
+                            'rewl.run(deck, task=MyTask) in a script (docs/tasks.md, "Your own task")')
+        return cfg
 
     def go() -> int:
+        from .driver import run_deck
         try:
-            return run_deck(cfg, out_dir, resume, force, stop, custom_task)
-        except (LayoutError, TaskError, DataError) as exc:
-            if not quiet:
-                where = "" if str(exc).startswith(cfg.path) else f"{cfg.path}: "
-                print(f"rewl: error: {where}{exc}", file=sys.stderr, flush=True)
+            cfg = agree(load_run_deck)
+            stores.append(RunStore(out or cfg.output.dir))
+            return run_deck(cfg, out or cfg.output.dir, resume, force, stop, custom_task)
+        except SetupFailed as exc:
+            if rank == 0:
+                print(exc.report(), file=sys.stderr, flush=True)
             return 2
-    return run_or_abort(go, env_rank())
+        except WriteFailed as exc:            # raised on every rank alike
+            if rank == 0:
+                print(f"rewl: error: {exc}", file=sys.stderr, flush=True)
+                stores[0].log(f"error: {exc}")
+            return 1
+
+    return run_or_abort(go, rank, lambda text: stores[0].log(text) if stores else None)
 
 
 def units_note(cfg: Config, window_bins: int) -> str:

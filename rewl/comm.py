@@ -1,17 +1,24 @@
 """MPI: the rank layout (windows x ranks per window), the launch check, the few collectives the
-engine needs, and abort on failure. Everything handed in and out is a numpy array.
+engine needs, set-up agreed by every rank (``agree``), and abort on a later failure. Everything
+handed in and out is a numpy array.
 """
 from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import numpy as np
 
+from .errors import UserError
 
-class LayoutError(RuntimeError):
+T = TypeVar("T")
+
+
+class LayoutError(UserError, RuntimeError):
     """The MPI world size does not match the deck."""
 
 
@@ -134,18 +141,84 @@ class Comm:
         self.world.Barrier()
 
 
-def run_or_abort(main: Callable[[], int], rank: int) -> int:
-    """Run `main`; if it raises on this rank, print the rank's traceback and abort every rank, so a
-    failure never leaves the others waiting in a collective."""
+class SetupFailed(UserError):
+    """Set-up failed on one or more ranks; raised on every rank alike by ``agree``, with every
+    failing rank's message. Every rank can then leave normally (exit 2), none waits."""
+
+    def __init__(self, problems: list[tuple[int, str]], size: int):
+        self.problems, self.size = problems, size
+        super().__init__(self.report())
+
+    def report(self) -> str:
+        """One ``rewl: error:`` block per distinct message, naming the ranks when not all of them
+        met it."""
+        by_text: dict[str, list[int]] = {}
+        for rank, text in self.problems:
+            by_text.setdefault(text, []).append(rank)
+        blocks = []
+        for text, ranks in by_text.items():
+            where = "" if len(ranks) == self.size else \
+                f"[rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}] "
+            blocks.append(f"rewl: error: {where}{text.rstrip()}")
+        return "\n".join(blocks)
+
+
+def agree(action: Callable[[], T]) -> T:
+    """Collective over the world: run `action` on every rank; if it raised on any rank, raise
+    ``SetupFailed`` on every rank with every rank's message (a ``UserError``'s message alone,
+    anything else with its traceback: a bug). So an error met by one rank only, a data file
+    missing on one node, reaches the user through rank 0 and no rank is left waiting in a
+    collective. `action` may itself be collective (every rank calls it)."""
+    from mpi4py import MPI
+    try:
+        result, problem = action(), None
+    except UserError as exc:
+        result, problem = None, str(exc)
+    except Exception as exc:  # noqa: BLE001 - a bug: reported with its traceback, still by agreement
+        result, problem = None, "".join(traceback.format_exception(exc))
+    world = MPI.COMM_WORLD
+    problems = world.allgather(problem) if world.Get_size() > 1 else [problem]
+    failed = [(rank, text) for rank, text in enumerate(problems) if text is not None]
+    if failed:
+        raise SetupFailed(failed, len(problems))
+    return result
+
+
+def _drain_stderr(limit: float = 10.0) -> None:
+    """Wait (at most `limit` s) until what this process wrote to its stderr pipe has been read.
+    Under mpiexec the pipe leads to MPICH's proxy, which forwards it; an abort travels on another
+    channel and may overtake text still in the pipe, so on a starved machine a traceback written
+    just before ``MPI_Abort`` was seen to vanish. Nothing to wait for on a file or a terminal."""
+    import fcntl
+    import struct
+    import termios
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            pending = struct.unpack("i", fcntl.ioctl(sys.stderr.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+        except (OSError, ValueError):
+            return
+        if pending == 0:
+            return
+        time.sleep(0.01)
+
+
+def run_or_abort(main: Callable[[], int], rank: int, log: Callable[[str], None] | None = None) -> int:
+    """Run `main`; if it raises on this rank, write the rank's traceback to stderr and to `log`
+    (the run directory's log, where it cannot be lost), wait until stderr has been read, then
+    abort every rank, so a failure never leaves the others waiting in a collective."""
     try:
         return main()
     except SystemExit:
         raise
     except BaseException as exc:  # noqa: BLE001 - anything must bring the whole job down
-        text = "".join(traceback.format_exception(exc))
-        sys.stderr.write(f"[rank {rank}] rewl failed:\n{text}")
-        sys.stderr.flush()
+        text = f"[rank {rank}] rewl failed:\n" + "".join(traceback.format_exception(exc))
         sys.stdout.flush()
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        if log is not None:
+            log(text)
+        _drain_stderr()
         from mpi4py import MPI
         if MPI.Is_initialized() and not MPI.Is_finalized() and MPI.COMM_WORLD.Get_size() > 1:
             MPI.COMM_WORLD.Abort(1)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from .errors import UserError
 from .grid import Axis, Grid, window_bins
 
 TASKS = ("spiral", "spiral_regression", "mnist", "cifar10", "features", "house_prices", "box_quadratic", "custom")  # custom: from Python
@@ -29,7 +30,7 @@ ACTIVATIONS = ("relu", "tanh", "silu")
 OPTIMIZERS = ("sgd", "adam")
 
 
-class DeckError(ValueError):
+class DeckError(UserError, ValueError):
     """A deck value is missing, unknown, of the wrong type or impossible."""
 
     def __init__(self, path: str | Path, key: str, reason: str):

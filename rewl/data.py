@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError, ValueError):
     """A data file named in a deck is missing or not in the expected format."""
 
 

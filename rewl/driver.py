@@ -7,17 +7,22 @@ time except logging, so a resumed run equals an uninterrupted one bit for bit.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import __version__
-from .comm import Comm, LayoutError
+from .comm import Comm, LayoutError, agree
 from .config import SAMPLER_TABLES, Config, parse
+from .data import DataError
 from .devices import describe_mapping, device_identity, gpu_sharing_problem, keep_freed_memory, pick_device
+from .errors import StartError, WriteFailed
 from .exchange import SwapStats, exchange_round
 from .grid import Window
 from .progress import ProgressLine
@@ -27,7 +32,7 @@ from .schedule import make_schedule
 from .status import RankStatus
 from .stop import StopRequest
 from .storage import RunStore, StorageError
-from .tasks import TaskFactory, make_task
+from .tasks import TaskError, TaskFactory, make_task
 from .walkers import Walkers, drive_into_window, spread_targets
 from .wl import Estimate
 
@@ -64,7 +69,7 @@ class Engine:
             torch.set_num_threads(1)
         keep_freed_memory()
         self.device = pick_device(cfg.run.device)
-        self.device_mapping = self.map_devices()
+        self.device_mapping = ""                 # map_devices, once every rank has its engine
         self.task = make_task(cfg, self.device, custom_task)
         self.windows = Window.split(cfg.grid, cfg.windows.count, cfg.windows.overlap)
         self.window = self.windows[comm.window]
@@ -86,14 +91,14 @@ class Engine:
                                      self.sampler.low_rate_hint,
                                      show_walls=cfg.sampler.kind == "wlmd" and cfg.sampler.wall_strength == "auto")
 
-    def map_devices(self) -> str:
-        """Collective: every rank's device; refuses two ranks on one GPU unless the deck allows it.
-        Returns the mapping as one line."""
+    def map_devices(self) -> None:
+        """Collective: every rank's device, as one line; refuses two ranks on one GPU unless the
+        deck allows it."""
         identities = self.comm.allgather_text(device_identity(self.device))
         problem = gpu_sharing_problem(identities, self.cfg.run.share_gpus)
         if problem:
             raise LayoutError(problem)
-        return describe_mapping(identities)
+        self.device_mapping = describe_mapping(identities)
 
     @property
     def walkers_per_window(self) -> int:
@@ -101,13 +106,24 @@ class Engine:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def run(self, resume_step: int | None) -> str:
-        """Run to the end, from checkpoint `resume_step` or from the start (None); returns the
-        final status (budget-exhausted, converged or interrupted).
+    def start(self, resume_step: int | None) -> None:
+        """This rank's walkers and estimate: restored from checkpoint `resume_step`, or
+        initialised (None). Local: ``run_deck`` has every rank agree that it worked."""
+        self.t_start = time.perf_counter()
+        self.resumed = resume_step is not None
+        if self.resumed:
+            self.restore(self.store.read_checkpoint(resume_step, self.comm.rank))
+        else:
+            self.initialise()
+
+    def run(self) -> str:
+        """Run to the end from where ``start`` left the walkers; returns the final status
+        (budget-exhausted, converged or interrupted). A write failure raises ``WriteFailed`` on
+        every rank (``write_checkpoint``); any other exception names the step it happened at.
 
         Pseudocode, every phase on every rank::
 
-            restore the last checkpoint, or initialise the walkers and write checkpoint 0
+            a new run writes checkpoint 0
             if a stop was requested during start-up: stop, interrupted
             loop:
                 if step >= max_steps: stop, budget-exhausted
@@ -126,16 +142,20 @@ class Engine:
                 progress line
             write the final checkpoint and run file
         """
+        try:
+            return self._loop()
+        except WriteFailed:
+            raise
+        except Exception as exc:
+            exc.add_note(f"rewl: at step {self.step}, window {self.window.index}, rank {self.comm.rank}")
+            raise
+
+    def _loop(self) -> str:
         cfg = self.cfg
         check, exchange = Periodic(cfg.schedule.check_interval), Periodic(cfg.exchange.interval)
         checkpoint = Periodic(cfg.output.checkpoint_interval)
-        self.t_start = time.perf_counter()
-        if resume_step is not None:
-            self.restore(self.store.read_checkpoint(resume_step, self.comm.rank))
-            self.share_status()
-        else:
-            self.initialise()
-            self.share_status()
+        self.share_status()
+        if not self.resumed:
             self.write_checkpoint("running")
         self.remember_merged()
         self.step_at_start = self.step
@@ -179,11 +199,11 @@ class Engine:
             params, self.init_iterations = drive_into_window(
                 self.task, params, targets, window.y_range, cfg.init.max_iterations, cfg.init.learning_rate)
         except RuntimeError as exc:
-            raise RuntimeError(f"window {window.index}: {exc}") from None
+            raise StartError(f"window {window.index}: {exc}") from None
         self.walkers, inside = Walkers.at(self.task, params.detach(), window)
         if not bool(inside.all()):
             bad = int((~inside).sum())
-            raise RuntimeError(
+            raise StartError(
                 f"window {window.index}: {bad} walkers have y outside [grid.y] "
                 f"[{window.y_range[0]}, {window.y_range[1]}] after initialisation; widen [grid.y]")
         self.est = Estimate.zeros(window.shape, cfg.schedule.ln_f_initial, self.device, walkers=self.walkers_per_window,
@@ -279,17 +299,50 @@ class Engine:
 
     def write_checkpoint(self, status: str, scheduled: bool = True) -> None:
         """Collective: every rank writes its checkpoint, rank 0 the run file, then marks the set
-        complete. A crash in between leaves the previous complete set in force. `scheduled`: at
-        step 0 or a multiple of checkpoint_interval (not a stop, not the end of the budget)."""
+        complete. A crash in between leaves the previous complete set in force; a write that
+        fails on any rank (a full disk) ends the run on every rank with ``WriteFailed``, the
+        failed set's files removed. `scheduled`: at step 0 or a multiple of checkpoint_interval
+        (not a stop, not the end of the budget)."""
         self.est.mark_checkpoint(scheduled)
         self.share_status()          # the run file reports the change of ln g just measured
-        self.store.write_checkpoint(self.comm.rank, self.snapshot())
+        snapshot = self.snapshot()
+        self.written("checkpoint", lambda: self.store.write_checkpoint(self.comm.rank, snapshot))
         record = self.gather_record(status)
+
+        def complete() -> None:
+            if self.comm.is_root:
+                self.store.write_run(record)
+                self.store.mark_complete(self.step)
+        self.written("run file", complete)
+
+    def written(self, what: str, write: Callable[[], None]) -> None:
+        """Collective: `write` on every rank; if it failed with an OSError on any rank, every
+        rank removes its part of this step's checkpoint and raises ``WriteFailed`` naming the
+        directory, the step, the cause and what to do."""
+        try:
+            write()
+            problem = ""
+        except OSError as exc:
+            problem = os.strerror(exc.errno) if exc.errno else str(exc)    # h5py's text runs to lines
+        failed = [(rank, text) for rank, (text,) in enumerate(self.comm.allgather_text((problem,))) if text]
+        if not failed:
+            return
+        self.store.discard_unmarked(self.step, self.comm.rank)
         self.comm.barrier()
         if self.comm.is_root:
-            self.store.write_run(record)
-            self.store.mark_complete(self.step)
-        self.comm.barrier()
+            self.store.discard_unmarked(self.step)
+        causes = "; ".join(f"rank {rank}: {text}" for rank, text in failed)
+        try:
+            kept = self.store.latest_step()
+        except StorageError:
+            kept = None
+        if kept is None:
+            then = f"no checkpoint was completed: free space, then start again with `{resume_command(self.cfg, self.store.dir, False)}`"
+        else:
+            then = (f"its run file and the complete checkpoint of step {kept} are intact: free space (or fix the "
+                    f"filesystem), then continue with `{resume_command(self.cfg, self.store.dir, True)}`")
+        raise WriteFailed(f"cannot write the {what} of step {self.step} in {self.store.dir} ({causes}); "
+                          f"the run stopped; {then}")
 
     def snapshot(self) -> Checkpoint:
         return Checkpoint(
@@ -366,72 +419,88 @@ class Engine:
             round_trips=self.round_trips())
 
 
-def _refused(comm: Comm, problem: str | None) -> bool:
-    """Collective: rank 0's problem (if any) reaches every rank, and rank 0 prints it."""
-    problem = comm.bcast_text(problem)
-    if problem and comm.is_root:
-        print(f"rewl: error: {problem}", file=sys.stderr, flush=True)
-    return problem is not None
+def resume_command(cfg: Config, out_dir: Path | str, resume: bool) -> str:
+    """The command line that continues (or restarts) this run."""
+    words = ["rewl run", cfg.path]
+    if Path(out_dir) != Path(cfg.output.dir):
+        words += ["--out", str(out_dir)]
+    words += [f"--set {item}" for item in cfg.overrides]
+    return " ".join(words + ["--resume" if resume else "--force"])
+
+
+def _claim(cfg: Config, comm: Comm, store: RunStore, resume: bool, force: bool) -> tuple[RunRecord | None, int | None]:
+    """Rank 0's checks of the output directory and its lock: for a resume the stored record and
+    the checkpoint to continue from, else (None, None). StorageError or StartError when the run
+    may not go there."""
+    if not resume:
+        problem = store.problem_for_new_run(force) or store.lock()
+        if problem:
+            raise StartError(problem)
+        return None, None
+    stored = store.read_run()
+    old = parse(stored.deck_text, str(store.run_path), stored.overrides)
+    resume_step, warning = store.resume_point(comm.size)
+    if warning:
+        print(f"rewl: warning: {warning}", file=sys.stderr, flush=True)
+    diffs = resume_differences(old, cfg)
+    if diffs:
+        started = f"; the run was started with {' '.join('--set ' + o for o in old.overrides)}" if old.overrides else ""
+        raise StartError(f"{cfg.path}: cannot resume {store.dir}: the deck differs from the run's in "
+                         f"{', '.join(diffs)} (only [run] max_steps, [output] and [baseline] may change{started})")
+    problem = store.lock()
+    if problem:
+        raise StartError(problem)
+    return stored, resume_step
+
+
+def _build_engine(cfg: Config, comm: Comm, store: RunStore, stop: StopRequest, custom_task: TaskFactory | None) -> Engine:
+    """This rank's engine; its data and task problems name the deck that asked for them."""
+    try:
+        return Engine(cfg, comm, store, stop, custom_task)
+    except (DataError, TaskError) as exc:
+        if str(exc).startswith(cfg.path):
+            raise
+        raise type(exc)(f"{cfg.path}: {exc}") from None
+
+
+def _check_same_task(cfg: Config, store: RunStore, stored: RunRecord | None, engine: Engine) -> None:
+    """A resume continues a run of the same task (rank 0 holds the stored record)."""
+    if stored is not None and stored.task != engine.task.name:
+        raise StartError(f"{cfg.path}: cannot resume {store.dir}: it is a run of task {stored.task!r}, "
+                         f"this is {engine.task.name!r}")
 
 
 def run_deck(cfg: Config, out_dir: str, resume: bool, force: bool, stop: StopRequest,
              custom_task: TaskFactory | None = None) -> int:
-    """Run (or resume) a deck under MPI; returns the process exit code. `stop` was created before
-    any heavy work (see StopRequest); `custom_task` builds the task of a ``kind = "custom"`` deck.
-    Rank 0 holds the directory's writer lock (``RunStore.lock``) from its checks to the end."""
-    comm = Comm(cfg.windows.count, cfg.windows.ranks_per_window)
+    """Run (or resume) a deck under MPI; returns 0. `stop` was created before any heavy work (see
+    StopRequest); `custom_task` builds the task of a ``kind = "custom"`` deck. Set-up, in phases
+    that every rank agrees on (``agree``): a problem on any rank raises ``SetupFailed`` on every
+    rank, before anything is written. Rank 0 holds the directory's writer lock
+    (``RunStore.lock``) from its checks to the end."""
+    comm = agree(lambda: Comm(cfg.windows.count, cfg.windows.ranks_per_window))
     store = RunStore(out_dir)
-    problem, stored, resume_step = None, None, None
-    if comm.is_root:
-        try:
-            if resume:
-                stored = store.read_run()
-                old = parse(stored.deck_text, str(store.run_path), stored.overrides)
-                resume_step, warning = store.resume_point(comm.size)
-                if warning:
-                    print(f"rewl: warning: {warning}", file=sys.stderr, flush=True)
-                diffs = resume_differences(old, cfg)
-                if diffs:
-                    started = f"; the run was started with {' '.join('--set ' + o for o in old.overrides)}" \
-                        if old.overrides else ""
-                    problem = (f"{cfg.path}: cannot resume {out_dir}: the deck differs from the run's in "
-                               f"{', '.join(diffs)} (only [run] max_steps, [output] and [baseline] may change{started})")
-            else:
-                problem = store.problem_for_new_run(force)
-            problem = problem or store.lock()
-        except StorageError as exc:
-            problem = str(exc)
     try:
-        if _refused(comm, problem):
-            return 2
+        stored, resume_step = agree(lambda: _claim(cfg, comm, store, resume, force) if comm.is_root else (None, None))
         if resume:
             resume_step = int(comm.bcast_text(str(resume_step)))
-        return _run_locked(cfg, comm, store, stored, resume_step, stop, custom_task)
+        engine = agree(lambda: _build_engine(cfg, comm, store, stop, custom_task))
+        agree(engine.map_devices)
+        agree(lambda: _check_same_task(cfg, store, stored, engine))
+        agree(lambda: engine.start(resume_step))
+        if resume_step is None:
+            agree(lambda: store.prepare_new() if comm.is_root else None)
+        begun = "new run" if resume_step is None else f"resuming from step {resume_step}"
+        if comm.is_root:
+            store.log(f"rewl {__version__}: {begun} of {cfg.path} on {comm.size} ranks")
+            print(f"rewl {__version__}: {engine.task.describe()}; {cfg.windows.count} windows x "
+                  f"{cfg.windows.ranks_per_window} ranks x {cfg.sampler.walkers_per_rank} walkers on "
+                  f"{engine.device_mapping}; {'writing' if resume_step is None else f'{begun} into'} "
+                  f"{store.run_path}", flush=True)
+        status = engine.run()
+        if comm.is_root:
+            why = f" ({stop.reason() or 'stop requested on another rank'})" if status == "interrupted" else ""
+            store.log(f"{status}{why} after {engine.step} steps")
+            print(f"rewl: {status}{why} after {engine.step} steps; results in {store.run_path}", flush=True)
+        return 0
     finally:
         store.unlock()
-
-
-def _run_locked(cfg: Config, comm: Comm, store: RunStore, stored: RunRecord | None, resume_step: int | None,
-                stop: StopRequest, custom_task: TaskFactory | None) -> int:
-    """The rest of ``run_deck``: build the engine, prepare the directory, run, report. `stored`:
-    the run file's record on rank 0 of a resume (None elsewhere); `resume_step`: the checkpoint
-    a resume continues from (every rank), None for a new run."""
-    engine = Engine(cfg, comm, store, stop, custom_task)     # data and task problems end here: no run file yet
-    problem = None
-    if stored is not None and stored.task != engine.task.name:
-        problem = f"{cfg.path}: cannot resume {store.dir}: it is a run of task {stored.task!r}, this is {engine.task.name!r}"
-    if _refused(comm, problem):
-        return 2
-    if resume_step is None and comm.is_root:
-        store.prepare_new()
-    comm.barrier()
-    if comm.is_root:
-        print(f"rewl {__version__}: {engine.task.describe()}; {cfg.windows.count} windows x "
-              f"{cfg.windows.ranks_per_window} ranks x {cfg.sampler.walkers_per_rank} walkers on "
-              f"{engine.device_mapping}; {'writing' if resume_step is None else f'resuming from step {resume_step} into'} "
-              f"{store.run_path}", flush=True)
-    status = engine.run(resume_step)
-    if comm.is_root:
-        why = f" ({stop.reason() or 'stop requested on another rank'})" if status == "interrupted" else ""
-        print(f"rewl: {status}{why} after {engine.step} steps; results in {store.run_path}", flush=True)
-    return 0

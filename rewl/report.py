@@ -25,12 +25,16 @@ def open_run(path: str | Path) -> RunStore:
 
 
 def info(path: str) -> int:
+    store = open_run(path)
     try:
-        rec = open_run(path).read_run()
+        rec = store.read_run()
     except StorageError as exc:
         print(f"rewl: error: {exc}", file=sys.stderr)
         return 2
     print(f"{path}: {rec.status}, {rec.steps}/{rec.max_steps} steps, {rec.elapsed_seconds:.1f} s")
+    failure = store.logged_failure()
+    if failure:
+        print(f"  FAILED after this checkpoint ({store.log_path}): " + " / ".join(failure))
     print(f"  task {rec.task} ({rec.n_params} parameters), sampler {rec.sampler}, {rec.n_windows} windows x "
           f"{rec.ranks_per_window} ranks x {rec.walkers_per_rank} walkers; deck {rec.deck_path}"
           + "".join(f" --set {o}" for o in rec.overrides))

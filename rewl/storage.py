@@ -7,6 +7,7 @@ Layout of a run directory::
     checkpoints/PREVIOUS            text: the step of the complete set before it (kept for a resume
                                     when a file of the latest is damaged)
     checkpoints/step_<step>/rank_<r>.h5   one per rank: walkers, move sizes, RNG states, estimate
+    run.log                         text: each start, resume and end, and any failure with its traceback
 
 Every file is written to a temporary name and renamed into place, so a reader (or a resume after
 a crash) sees either the old or the new file, never a partial one. No pickle: arrays, numbers and
@@ -19,6 +20,7 @@ import json
 import os
 import shutil
 import socket
+import time
 import types
 import typing
 from dataclasses import MISSING as dataclasses_missing
@@ -29,6 +31,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .errors import UserError
 from .records import BaselineRecord, Checkpoint, EstimateRecord, History, RunRecord, WalkersRecord, WindowRecord
 
 __all__ = ["BaselineRecord", "Checkpoint", "EstimateRecord", "History", "RunRecord", "RunStore", "StorageError",
@@ -44,37 +47,47 @@ READABLE_VERSIONS = (1, 2, 3, 4)
 FORMAT = "rewl-run"
 
 
-class StorageError(RuntimeError):
+class StorageError(UserError, RuntimeError):
     """A run directory or file is missing, not a rewl run, or of an unknown schema."""
 
 
 def _atomic_h5(path: Path):
-    """Context manager: an h5py File on a temporary name, renamed onto `path` on success."""
+    """Context manager: an h5py File built in memory, then written to a temporary name and
+    renamed onto `path`. The HDF5 library never writes the disk itself: a full disk met by its
+    own writes surfaced (measured) as errors swallowed in h5py's destructors, a silently truncated
+    file and a crashed process, where plain file writes raise one OSError. On any failure the
+    temporary file is removed and `path` keeps what it had."""
     class _Writer:
         def __enter__(self):
-            self.tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-            self.file = h5py.File(self.tmp, "w")
+            self.file = h5py.File(path.name, "w", driver="core", backing_store=False)
             return self.file
 
         def __exit__(self, exc_type, *_):
-            self.file.close()
-            if exc_type is not None:
-                self.tmp.unlink(missing_ok=True)
-                return False
-            with open(self.tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(self.tmp, path)
+            try:
+                if exc_type is None:
+                    self.file.flush()
+                    _write_bytes_atomic(path, self.file.id.get_file_image())
+            finally:
+                self.file.close()
             return False
     return _Writer()
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    """`data` into `path` through a temporary file, flushed to the disk, renamed into place."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)      # gone already after a successful replace
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    _write_bytes_atomic(path, text.encode())
 
 
 def _stamp(f: h5py.File, fmt: str) -> None:
@@ -227,6 +240,7 @@ class RunStore:
 
     RUN_FILE = "run.h5"
     CKPT_DIR = "checkpoints"
+    LOG_FILE = "run.log"         # plain text, appended: starts, ends and failures, with their time
     LOCK_FILE = ".lock"          # held (flock) by the writing run's rank 0 while it lives
 
     def __init__(self, directory: str | Path):
@@ -240,6 +254,24 @@ class RunStore:
     @property
     def ckpt_dir(self) -> Path:
         return self.dir / self.CKPT_DIR
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / self.LOG_FILE
+
+    def log(self, text: str) -> None:
+        """Append `text` to the run's log, stamped with the time and host; best effort (a full
+        disk must not hide the error being logged), one write so that ranks do not interleave."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        lines = "".join(f"{stamp} {socket.gethostname()} {line}\n" for line in text.rstrip("\n").splitlines())
+        try:
+            fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, lines.encode())
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
 
     # -- directory life cycle -------------------------------------------------------------------
 
@@ -287,6 +319,7 @@ class RunStore:
         """Create the directory; remove a previous run's files (only ours) when present."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.run_path.unlink(missing_ok=True)
+        self.log_path.unlink(missing_ok=True)
         shutil.rmtree(self.ckpt_dir, ignore_errors=True)
         self.ckpt_dir.mkdir()
 
@@ -347,6 +380,30 @@ class RunStore:
             if int(f.attrs["schema_version"]) < 3:
                 return _legacy_checkpoint(f)
             return decode(f, Checkpoint)
+
+    def logged_failure(self) -> list[str]:
+        """The failure the run's log records after its last start or end (its headline and its
+        last lines: the exception and where it happened), or [] when the last run ended well."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        texts = [line.split(" ", 3)[3] if line.count(" ") >= 3 else line for line in lines]   # without time and host
+        ends = [k for k, text in enumerate(texts) if (text.startswith("rewl ") and ": " in text)
+                or text.split(" ", 1)[0] in ("converged", "budget-exhausted", "interrupted")]
+        failure = texts[ends[-1] + 1:] if ends else texts
+        headlines = [text for text in failure if text and not text.startswith((" ", "Traceback"))]
+        return headlines[:1] + headlines[-2:] if len(headlines) > 3 else headlines
+
+    def discard_unmarked(self, step: int, rank: int | None = None) -> None:
+        """Remove the files of checkpoint `step` after a failed write: one rank's (`rank`), or the
+        whole set; never a set that LATEST or PREVIOUS names."""
+        if step in self._markers().values():
+            return
+        if rank is None:
+            shutil.rmtree(self._ckpt_path(step, 0).parent, ignore_errors=True)
+        else:
+            self._ckpt_path(step, rank).unlink(missing_ok=True)
 
     def mark_complete(self, step: int) -> None:
         """Record `step` as the last complete checkpoint set, keep the set before it (a resume

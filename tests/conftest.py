@@ -5,8 +5,10 @@ alone), ``slow`` in-process tests take more than a few seconds. ``make test-fast
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import io
 import os
 import subprocess
 import sys
@@ -24,6 +26,10 @@ BIN = Path(sys.executable).parent
 MPIEXEC = str(BIN / "mpiexec")
 REWL = str(BIN / "rewl")            # the console script the package installs
 DATA = Path(__file__).resolve().parent / "data"
+# seconds: the guard that keeps a hung subprocess from blocking the suite, never a measure of
+# speed (a busy 2-core machine may take minutes where a quiet one takes seconds); every wait in
+# the tests ends as soon as what it waits for is there
+HANG = 900
 
 
 def rewl_cmd(args: list[str], ranks: int | None = None) -> list[str]:
@@ -39,29 +45,64 @@ def env() -> dict[str, str]:
     return e
 
 
-def run_rewl(args: list[str], ranks: int | None = None, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(rewl_cmd(args, ranks), capture_output=True, text=True, timeout=timeout,
+def run_rewl(args: list[str], ranks: int | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(rewl_cmd(args, ranks), capture_output=True, text=True, timeout=HANG,
                           env=env(), cwd=cwd or ROOT)
 
 
-def run_analysis(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    """`rewl analyse ARGS` as a subprocess."""
-    return run_rewl(["analyse", *args], timeout=timeout)
-
-
-def wait_for_checkpoint(store: RunStore, proc: subprocess.Popen, timeout: float = 120) -> int:
-    """Wait until the running `proc` has completed a checkpoint after step 0; returns its step."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        assert proc.poll() is None, "run ended before it could be interrupted"
+def rewl_here(args: list[str]) -> subprocess.CompletedProcess:
+    """`rewl ARGS` in this process, its output captured: for the commands that only read a deck
+    or a run and print or draw (check, status, info, analyse), which need no subprocess of their
+    own (each costs a Python start and a torch import). Not for `run`, which initialises MPI."""
+    assert args[0] != "run", "rewl run starts MPI: use run_rewl"
+    from rewl.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            step = store.latest_step()
-            if step > 0:
-                return step
+            code = main(list(args))
+        except SystemExit as exc:              # argparse's usage errors
+            code = exc.code if isinstance(exc.code, int) else 2
+    return subprocess.CompletedProcess(["rewl", *args], code, out.getvalue(), err.getvalue())
+
+
+def run_analysis(args: list[str]) -> subprocess.CompletedProcess:
+    """`rewl analyse ARGS`, in this process."""
+    return rewl_here(["analyse", *args])
+
+
+def wait_until(ready, proc: subprocess.Popen, what: str):
+    """Poll `ready()` until it returns something true (returned), while `proc` runs."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < HANG:
+        assert proc.poll() is None, f"the process ended before {what}"
+        found = ready()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"hung: no {what} in {HANG} s")
+
+
+def wait_for_checkpoint(store: RunStore, proc: subprocess.Popen) -> int:
+    """Wait until the running `proc` has completed a checkpoint after step 0; returns its step."""
+    def step() -> int:
+        try:
+            return store.latest_step()
         except Exception:  # noqa: BLE001 - not written yet
-            pass
-        time.sleep(0.2)
-    raise AssertionError("no checkpoint appeared")
+            return 0
+    return wait_until(step, proc, "checkpoint after step 0")
+
+
+def wait_for_signal_handler(proc: subprocess.Popen, sig: int) -> None:
+    """Wait until the process `proc` catches signal `sig` (Linux: its SigCgt mask in /proc), so a
+    signal sent now is handled, never fatal."""
+    def caught() -> bool:
+        try:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+        except OSError:
+            return False
+        mask = next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigCgt:"))
+        return bool(mask >> (sig - 1) & 1)
+    wait_until(caught, proc, f"handler of signal {sig}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -160,6 +160,31 @@ def test_sgd_curve_averages_each_run_once_per_bin():
     assert curve.stderr[0] == pytest.approx(np.std([0.3, 0.6], ddof=1) / np.sqrt(2))
 
 
+def test_report_over_seeds_gives_the_means_and_errors_computed_by_hand(tmp_path):
+    """Two runs (two windows each, joined) of known entropies S_1 and S_2 written as run files:
+    `report --json` gives per x row the mean over the runs of <y>_r(x) = sum_y y e^S_r / sum_y e^S_r
+    and its standard error, and the max-entropy y, as computed here from S_r directly."""
+    truths = [_truth(), _truth() + 1.5 * np.linspace(0, 1, 12)[None, :] * np.linspace(-1, 1, 40)[:, None]]
+    bins = window_bins(40, 2, 0.75)
+    runs = []
+    for k, truth in enumerate(truths):
+        store = RunStore(tmp_path / f"seed{k}")
+        store.prepare_new()
+        store.write_run(synthetic_run(truth, bins, [0.0, 9.0 * (k + 1)], 0.0))
+        runs.append(str(store.dir))
+    proc = run_analysis(["report", *runs, "--json"])
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    y_centres = 0.5 * (np.linspace(0, 1, 13)[1:] + np.linspace(0, 1, 13)[:-1])
+    weights = [np.exp(s - s.max(axis=1, keepdims=True)) for s in truths]
+    per_run = np.array([(w * y_centres).sum(axis=1) / w.sum(axis=1) for w in weights])          # (2, 40)
+    np.testing.assert_allclose(data["equilibrium_mean"], per_run.mean(axis=0), atol=2e-6)
+    np.testing.assert_allclose(data["equilibrium_stderr"], per_run.std(axis=0, ddof=1) / np.sqrt(2), atol=2e-6)
+    top = np.array([y_centres[s.argmax(axis=1)] for s in truths])
+    np.testing.assert_allclose(data["max_entropy_y"], top.mean(axis=0), atol=2e-6)
+    assert [j["residual_rms"] for joins in data["joins"] for j in joins] == [0.0, 0.0]
+
+
 def _not_blank(path) -> bool:
     img = mpimg.imread(path)
     return img.ndim == 3 and float(img[..., :3].std()) > 0.05
@@ -169,12 +194,14 @@ def _not_blank(path) -> bool:
 def test_real_run_through_join_equilibrium_and_every_figure(spiral_deck, tmp_path):
     runs = []
     for seed in (1, 2):
-        # 3000 steps are far from converged: at ln f 1 per visit the windows' first-stage estimates
-        # differ by tens of units (join residual 59); 1/64 (one unit per step of the 64 walkers)
-        # keeps them joinable under the loose threshold below
+        # windows that join under the default threshold (residual 0.5) in 3,000 steps: over the
+        # plateau of nets that predict one class and its edge, where the SGD runs end ([-0.7, 1.3];
+        # the cliff below is issue "Landscapes that reproduce"'s), at ln f 1/512 per visit, 10
+        # y bins (measured: residual 0.19 to 0.31 over seeds 1 to 3; 0.48 to 1.5 at 1/64, 20 y bins)
         deck = spiral_deck(f"s{seed}.toml", seed=seed, max_steps=3000, windows=2, walkers=64,
-                           out=str(tmp_path / f"run{seed}"), schedule={"ln_f_initial": 1 / 64})
-        proc = run_rewl(["run", str(deck)], ranks=2, timeout=300)
+                           out=str(tmp_path / f"run{seed}"), schedule={"ln_f_initial": 1 / 512},
+                           grid__x={"min": -0.7, "max": 1.3}, grid__y={"min": 0.0, "max": 1.0, "width": 0.1})
+        proc = run_rewl(["run", str(deck)], ranks=2)
         assert proc.returncode == 0, proc.stderr
         runs.append(str(tmp_path / f"run{seed}"))
     sgd_deck = spiral_deck("sgd.toml", windows=2, walkers=64, out=str(tmp_path / "sgd"),
@@ -184,9 +211,8 @@ def test_real_run_through_join_equilibrium_and_every_figure(spiral_deck, tmp_pat
     sgd = str(tmp_path / "sgd" / "baseline.h5")
 
     figs = tmp_path / "figs"
-    loose = ["--max-residual", "5"]     # 3000 steps are far from converged; the pipeline is under test
-    for args in (["landscape", *runs, "--sgd", sgd, "-o", str(figs / "landscape"), "--reference", "chance=0.5", *loose],
-                 ["compare", f"a={runs[0]},{runs[1]}@{sgd}", f"b={runs[1]}@{sgd}", "-o", str(figs / "compare.png"), *loose],
+    for args in (["landscape", *runs, "--sgd", sgd, "-o", str(figs / "landscape"), "--reference", "chance=0.5"],
+                 ["compare", f"a={runs[0]},{runs[1]}@{sgd}", f"b={runs[1]}@{sgd}", "-o", str(figs / "compare.png")],
                  ["diagnostics", runs[0], "-o", str(figs / "diagnostics")]):
         proc = run_analysis(args)
         assert proc.returncode == 0, (args, proc.stderr)
@@ -197,7 +223,7 @@ def test_real_run_through_join_equilibrium_and_every_figure(spiral_deck, tmp_pat
     for name in ("landscape", "compare", "diagnostics"):
         assert (figs / f"{name}.pdf").stat().st_size > 1000
         assert _not_blank(figs / f"{name}.png"), name
-    proc = run_analysis(["report", *runs, "--sgd", sgd, "--json", *loose])
+    proc = run_analysis(["report", *runs, "--sgd", sgd, "--json"])
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     eq = [v for v in data["equilibrium_mean"] if v is not None]
@@ -206,13 +232,9 @@ def test_real_run_through_join_equilibrium_and_every_figure(spiral_deck, tmp_pat
     assert data["sgd_endpoint"]["sgd_y"] > 0.5
     end = data["sgd_endpoint"]
     assert end["runs"] + end["runs_outside"] == 20 and end["advantage_stderr"] > 0
-    # the windows' disagreement (the largest of the joins' own <y> mismatches) joins the advantage's error
-    mismatches = [j["equilibrium_mismatch"] for joins in data["joins"] for j in joins]
-    assert end["window_disagreement"] == pytest.approx(max(mismatches), abs=1e-6) and max(mismatches) > 0
-    assert end["advantage_uncertainty"] == pytest.approx(math.hypot(end["advantage_stderr"], max(mismatches)), abs=1e-6)
     # 3000 steps are not converged: said on stderr and in the report
     assert len(data["unconverged"]) == 2 and "not converged" in proc.stderr
-    table = run_analysis(["report", *runs, "--sgd", sgd, *loose])
+    table = run_analysis(["report", *runs, "--sgd", sgd])
     assert table.returncode == 0 and "SGD endpoint" in table.stdout and "join 0-1" in table.stdout
     strict = run_analysis(["report", *runs, "--max-residual", "0.01"])
     assert strict.returncode == 2 and "residual RMS" in strict.stderr

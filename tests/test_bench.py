@@ -10,7 +10,7 @@ pytestmark = pytest.mark.mpi
 
 @pytest.mark.parametrize("deck,sampler", [("quick.toml", "wlmc"), ("spiral_md.toml", "wlmd")])
 def test_bench_reports_batched_and_plain_rates(deck, sampler):
-    proc = run_rewl(["bench", str(ROOT / "inputs" / deck), "--seconds", "0.3", "--walkers", "64"], timeout=300)
+    proc = run_rewl(["bench", str(ROOT / "inputs" / deck), "--seconds", "0.3", "--walkers", "64"])
     assert proc.returncode == 0, proc.stderr
     assert re.search(rf"batched {sampler}\s+64 walkers:\s+[\d,.]+ walker-steps/s", proc.stdout), proc.stdout
     assert re.search(r"plain loop\s+1 walker :\s+[\d,.]+ walker-steps/s", proc.stdout), proc.stdout
@@ -18,7 +18,7 @@ def test_bench_reports_batched_and_plain_rates(deck, sampler):
 
 
 def test_bench_on_a_task_without_network():
-    proc = run_rewl(["bench", str(ROOT / "inputs" / "box_quadratic.toml"), "--seconds", "0.2"], timeout=120)
+    proc = run_rewl(["bench", str(ROOT / "inputs" / "box_quadratic.toml"), "--seconds", "0.2"])
     assert proc.returncode == 0, proc.stderr
     assert "no nn.Module" in proc.stdout
 
@@ -26,7 +26,7 @@ def test_bench_on_a_task_without_network():
 def test_bench_sweep_prints_rate_and_memory_per_walker_count():
     """--sweep: one row per walker count with walker-steps/s and the step's memory (on the CPU the
     profiler's peak of torch's allocations, growing with the count)."""
-    proc = run_rewl(["bench", str(ROOT / "inputs" / "spiral_md.toml"), "--sweep", "8,32", "--seconds", "0.2"], timeout=300)
+    proc = run_rewl(["bench", str(ROOT / "inputs" / "spiral_md.toml"), "--sweep", "8,32", "--seconds", "0.2"])
     assert proc.returncode == 0, proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines() if line.split() and line.split()[0] in ("8", "32")]
     assert [r[0] for r in rows] == ["8", "32"], proc.stdout
@@ -48,11 +48,9 @@ CUDA = pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="n
 def test_bench_and_sweep_on_the_gpu(deck):
     """Every draw on the rank's device: bench (the plain loops included) and --sweep with CUDA's
     allocator statistics, for each built-in task kind that needs no data file."""
-    proc = run_rewl(["bench", str(ROOT / "inputs" / deck), "--device", "cuda", "--seconds", "0.3", "--walkers", "64"],
-                    timeout=300)
+    proc = run_rewl(["bench", str(ROOT / "inputs" / deck), "--device", "cuda", "--seconds", "0.3", "--walkers", "64"])
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"batched \w+\s+64 walkers:\s+[\d,.]+ walker-steps/s", proc.stdout), proc.stdout
-    sweep = run_rewl(["bench", str(ROOT / "inputs" / deck), "--device", "cuda", "--seconds", "0.2", "--sweep", "16,64"],
-                     timeout=300)
+    sweep = run_rewl(["bench", str(ROOT / "inputs" / deck), "--device", "cuda", "--seconds", "0.2", "--sweep", "16,64"])
     assert sweep.returncode == 0, sweep.stderr
     assert "peak allocated during one step" in sweep.stdout, sweep.stdout

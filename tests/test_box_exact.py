@@ -19,7 +19,7 @@ def test_box_quadratic_recovers_exact_entropy(make_deck, tmp_path, n, m):
     hi, width = math.log(2.0), 0.15
     axis = {"min": hi - 24 * width, "max": hi, "width": width}
     deck = make_deck("box", "run", task={"n": n, "m": m}, grid__x=axis, grid__y=axis)
-    proc = run_rewl(["run", str(deck)], ranks=4, timeout=900)
+    proc = run_rewl(["run", str(deck)], ranks=4)
     assert proc.returncode == 0, proc.stderr
     rec = RunStore(tmp_path / "run").read_run()
     exact = box_entropy(rec.x_edges, rec.y_edges, n, m, 1.0)
@@ -50,7 +50,7 @@ def _converged_run(make_deck, tmp_path, n: int, m: int, walkers: int) -> tuple[i
     deck = make_deck("box", name, run={"max_steps": 2_000_000}, task={"n": n, "m": m},
                      sampler={"walkers_per_rank": walkers}, grid__x=_axis(m, 26), grid__y=_axis(n - m, 28),
                      schedule={"ln_f_final": 1e-5, "check_interval": 100}, output={"checkpoint_interval": 100_000})
-    proc = run_rewl(["run", str(deck)], ranks=4, timeout=900)
+    proc = run_rewl(["run", str(deck)], ranks=4)
     assert proc.returncode == 0, proc.stderr
     rec = RunStore(tmp_path / name).read_run()
     assert rec.status == "converged" and all(w.converged and w.ln_f <= 1e-5 for w in rec.windows)

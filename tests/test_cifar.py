@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, assert_batched_equals_plain, assert_chunked_equals_whole, deck_text, run_rewl
+from conftest import ROOT, assert_batched_equals_plain, assert_chunked_equals_whole, deck_text, rewl_here, run_rewl
 from rewl.config import DeckError, parse
 from rewl.data import DataError, read_cifar_binary
 from rewl.models import ResNet10
@@ -100,7 +100,7 @@ def test_cifar_deck_checks(tmp_path):
 
 @pytest.mark.mpi
 def test_cifar_checks_without_data_then_runs(tmp_path):
-    shipped = run_rewl(["check", str(ROOT / "inputs" / "cifar10.toml")])
+    shipped = rewl_here(["check", str(ROOT / "inputs" / "cifar10.toml")])
     assert shipped.returncode == 0, shipped.stderr
     assert "linear 24 -> 10 (43018 parameters); NOT READY" in shipped.stdout and "binary version" in shipped.stdout
     from rewl.storage import RunStore
@@ -109,7 +109,7 @@ def test_cifar_checks_without_data_then_runs(tmp_path):
     deck.write_text(deck_text("cifar10", task={"data": "batches", "train_points": 10, "test_points": 8},
                               run={"max_steps": 100}, sampler={"walkers_per_rank": 4}, init={"equilibration_steps": 20},
                               grid__y={"min": 0.0, "max": 1.0, "width": 0.05}, output={"dir": str(tmp_path / "run")}))
-    proc = run_rewl(["run", str(deck)], ranks=2, timeout=600)        # 2 windows, exchanges included
+    proc = run_rewl(["run", str(deck)], ranks=2)        # 2 windows, exchanges included
     assert proc.returncode == 0, proc.stderr
     rec = RunStore(tmp_path / "run").read_run()
     assert rec.task == "cifar10" and rec.n_params == 43_018 and rec.windows[0].accuracy_sum is not None

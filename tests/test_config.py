@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import run_rewl
+from conftest import rewl_here, run_rewl
 from rewl.config import DeckError, load, parse
 
 GOOD = """
@@ -106,7 +106,7 @@ def test_bad_decks_exit_2_through_cli(tmp_path):
 def test_bad_deck_under_mpiexec_reported_once(tmp_path):
     deck = tmp_path / "bad.toml"
     deck.write_text(BAD[0][1])
-    proc = run_rewl(["run", str(deck)], ranks=2, timeout=60)
+    proc = run_rewl(["run", str(deck)], ranks=2)
     assert proc.returncode == 2
     assert proc.stderr.count("walkers_per_rnak") == 1, proc.stderr
 
@@ -120,7 +120,7 @@ def test_missing_deck_file(tmp_path):
 def test_shipped_decks_validate():
     from conftest import ROOT
     for deck in sorted((ROOT / "inputs").glob("*.toml")):
-        proc = run_rewl(["check", str(deck)])
+        proc = rewl_here(["check", str(deck)])
         assert proc.returncode == 0, (deck, proc.stderr)
         assert "window" in proc.stdout and "ln f      per walker visit: at ln f" in proc.stdout
         # a deck whose task can be built gets its rank's memory, measured on one step of 4 walkers

@@ -49,7 +49,7 @@ if __name__ == "__main__":
 # ----------------------------------------------------------------------------------------------
 # the tests
 
-from conftest import MPIEXEC, ROOT, assert_same_run, env, run_analysis, run_rewl, wait_for_checkpoint  # noqa: E402
+from conftest import HANG, MPIEXEC, ROOT, assert_same_run, env, rewl_here, run_analysis, run_rewl, wait_for_checkpoint  # noqa: E402
 from rewl.storage import RunStore  # noqa: E402
 from rewl.tasks import TaskError, validate_task  # noqa: E402
 from rewl.testsystems import box_entropy, max_error_after_constant  # noqa: E402
@@ -87,13 +87,13 @@ def _script(deck: Path, *args: str) -> list[str]:
 @pytest.mark.mpi
 def test_custom_task_runs_exactly_resumes_bit_for_bit_and_is_analysed(tmp_path):
     straight = _deck(tmp_path, "straight")
-    proc = subprocess.run(_script(straight), capture_output=True, text=True, env=env(), cwd=ROOT, timeout=600)
+    proc = subprocess.run(_script(straight), capture_output=True, text=True, env=env(), cwd=ROOT, timeout=HANG)
     assert proc.returncode == 0, proc.stderr
     assert "quadratic_blocks: 4 parameters" in proc.stdout
     rec = RunStore(tmp_path / "straight").read_run()
     assert rec.task == "quadratic_blocks" and rec.n_params == 4 and rec.x_label == "ln E1"
     builtin = _deck(tmp_path, "builtin", task={"kind": "box_quadratic", "n": 4, "m": 2})
-    assert run_rewl(["run", str(builtin)], ranks=2, timeout=600).returncode == 0
+    assert run_rewl(["run", str(builtin)], ranks=2).returncode == 0
     for mine, theirs in zip(rec.windows, RunStore(tmp_path / "builtin").read_run().windows):
         for name in ("ln_g", "hist", "visits"):
             np.testing.assert_array_equal(getattr(mine, name), getattr(theirs, name), err_msg=name)
@@ -108,19 +108,19 @@ def test_custom_task_runs_exactly_resumes_bit_for_bit_and_is_analysed(tmp_path):
     run = subprocess.Popen(_script(stopped), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
     wait_for_checkpoint(store, run)
     run.send_signal(signal.SIGTERM)
-    _, err = run.communicate(timeout=120)
+    _, err = run.communicate(timeout=HANG)
     assert run.returncode == 0, err
     assert store.read_run().status == "interrupted"
-    proc = subprocess.run(_script(stopped, "--resume"), capture_output=True, text=True, env=env(), cwd=ROOT, timeout=600)
+    proc = subprocess.run(_script(stopped, "--resume"), capture_output=True, text=True, env=env(), cwd=ROOT, timeout=HANG)
     assert proc.returncode == 0, proc.stderr
     assert_same_run(RunStore(tmp_path / "straight"), store, ranks=2, steps=STEPS)
 
-    report = run_analysis(["report", str(tmp_path / "straight"), "--json"], timeout=120)
+    report = run_analysis(["report", str(tmp_path / "straight"), "--json"])
     assert report.returncode == 0, report.stderr
     data = json.loads(report.stdout)
     assert data["x_label"] == "ln E1" and len(data["joins"]) == 1
     assert np.isfinite([v for v in data["equilibrium_mean"] if v is not None]).all()
-    info = run_rewl(["info", str(tmp_path / "straight")])
+    info = rewl_here(["info", str(tmp_path / "straight")])
     assert info.returncode == 0 and "task quadratic_blocks (4 parameters)" in info.stdout
 
 
@@ -130,7 +130,7 @@ def test_custom_deck_from_the_command_line_says_how_to_run_it(tmp_path):
     proc = run_rewl(["run", str(deck)])
     assert proc.returncode == 2 and "rewl.run(deck, task=MyTask)" in proc.stderr
     assert not (tmp_path / "cli").exists()
-    check = run_rewl(["check", str(deck)])
+    check = rewl_here(["check", str(deck)])
     assert check.returncode == 0 and "custom: given from Python" in check.stdout
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, deck_text, run_rewl
+from conftest import ROOT, deck_text, rewl_here, run_rewl
 from rewl.config import DeckError, parse
 from rewl.data import DataError, load_features, split, standardise
 from rewl.storage import RunStore
@@ -152,7 +152,7 @@ def test_rdkit_tpsa_source(tmp_path, monkeypatch):
 @pytest.mark.mpi
 def test_check_before_the_data_then_run_and_baselines(tmp_path):
     deck = _deck(tmp_path, "data/emb.csv", target="price", data_seed=4)
-    check = run_rewl(["check", str(deck)])
+    check = rewl_here(["check", str(deck)])
     assert check.returncode == 0 and f"FNN {D} -> 4 -> 1 ({D * 4 + 4 + 4 + 1} parameters); NOT READY" in check.stdout
     proc = run_rewl(["run", str(deck)])
     assert proc.returncode == 2 and "data/emb.csv ([task] data): no such file" in proc.stderr
@@ -223,6 +223,25 @@ def test_house_prices_pipeline(tmp_path):
     onehot = np.setdiff1d(np.arange(expected), numeric)
     assert set(np.unique(x[:, onehot])) <= {0.0, 1.0} and np.isfinite(x).all()
     assert abs(y[:n_train].mean()) < 1e-12 and y[:n_train].std() == pytest.approx(1.0)
+    _assert_rows_aligned(path, 3, x, y, names)
+
+
+def _assert_rows_aligned(path: Path, seed: int, x: np.ndarray, y: np.ndarray, names: list[str]) -> None:
+    """Row i of x and y is one house of the CSV: the split's training rows first, then its test rows
+    (``data.split``, tested above), each target ln(SalePrice) and each complete numeric column
+    standardised with the training rows' mean and deviation, computed here from the raw cells."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    train, test = split(len(rows), 0.5, seed)
+    order = np.concatenate([train, test])
+
+    def standardised(values: np.ndarray) -> np.ndarray:
+        return (values[order] - values[train].mean()) / values[train].std()
+    np.testing.assert_allclose(y, standardised(np.log([float(r["SalePrice"]) for r in rows])), rtol=0, atol=1e-12)
+    complete = [c for c in KAGGLE_NUMERIC if all(r[c] != "NA" for r in rows) and len({r[c] for r in rows}) > 1]
+    for column in complete[:5]:
+        raw = np.array([float(r[column]) for r in rows])
+        np.testing.assert_allclose(x[:, names.index(column)], standardised(raw), rtol=0, atol=1e-12, err_msg=column)
 
 
 def test_house_prices_needs_pandas_and_says_which_extra(tmp_path, monkeypatch):
@@ -234,7 +253,7 @@ def test_house_prices_needs_pandas_and_says_which_extra(tmp_path, monkeypatch):
 
 @pytest.mark.mpi
 def test_house_prices_deck_checks_then_runs(tmp_path):
-    shipped = run_rewl(["check", str(ROOT / "inputs" / "house_prices.toml")])
+    shipped = rewl_here(["check", str(ROOT / "inputs" / "house_prices.toml")])
     assert shipped.returncode == 0 and "FNN 331 -> 20 -> 1 (6661 parameters); NOT READY" in shipped.stdout
     # the walls' estimate needs only the parameter count, not the data: 6661 / (4 x 3000)
     assert "n_params / 2 = 3,330 per unit of x" in shipped.stdout and "settle about 0.555 past" in shipped.stdout
@@ -262,11 +281,11 @@ def test_house_prices_real_file_gives_the_reference_features_and_split():
     assert x.shape == (1460, 331) and n_train == 730 and len(names) == 331
     assert "MasVnrType_None" in names and "MasVnrType_nan" in names
     raw = pd.read_csv(KAGGLE_CSV, keep_default_na=False, na_values=["NA", ""])
-    assert raw.shape == (1460, 81)
     ln_price = np.log(raw["SalePrice"].to_numpy(float))
-    # y is ln(SalePrice) standardised with the training rows: the same ordering, an affine map
+    # y is ln(SalePrice) standardised with the training rows, row by row with the features
     assert abs(y[:n_train].mean()) < 1e-9 and y[:n_train].std() == pytest.approx(1.0)
-    assert np.corrcoef(np.sort(y), np.sort(ln_price))[0, 1] == pytest.approx(1.0)
+    assert raw.shape == (1460, 81) and len(ln_price) == 1460
+    _assert_rows_aligned(KAGGLE_CSV, 0, x, y, names)
     again = house_prices_features(KAGGLE_CSV, 0.5, seed=0)
     np.testing.assert_array_equal(again[0], x)
     other = house_prices_features(KAGGLE_CSV, 0.5, seed=1)
@@ -282,10 +301,10 @@ def test_house_prices_real_file_short_run(tmp_path):
     short = ["--set", f'task.data="{KAGGLE_CSV}"', "--set", "windows.count=1", "--set", "grid.x.min=-3.0", "--set", "grid.x.max=1.0",
              "--set", "sampler.walkers_per_rank=8", "--set", "run.max_steps=300", "--set", "init.equilibration_steps=100",
              "--set", "output.checkpoint_interval=300", "--out", str(tmp_path / "run")]
-    check = run_rewl(["check", str(deck), *short])
+    check = rewl_here(["check", str(deck), *short])
     assert check.returncode == 0, check.stderr
     assert "FNN 331 -> 20 -> 1 (6661 parameters)" in check.stdout and "730 train / 730 test houses" in check.stdout
-    proc = run_rewl(["run", str(deck), *short], timeout=600)
+    proc = run_rewl(["run", str(deck), *short])
     assert proc.returncode == 0, proc.stderr
     rec = RunStore(tmp_path / "run").read_run()
     assert rec.steps == 300 and rec.n_params == 6661 and rec.y_label == "ln L_test"

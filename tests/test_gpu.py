@@ -55,13 +55,13 @@ def test_two_rank_cuda_run_resumes_bit_for_bit(make_deck, tmp_path):
     on_gpu = {"device": "cuda", "share_gpus": True}
     sampler = {"wall_strength": "auto"}
     straight = make_deck("spiral_md", "straight", run={"max_steps": 3000, **on_gpu}, sampler=sampler)
-    proc = run_rewl(["run", str(straight)], ranks=2, timeout=600)
+    proc = run_rewl(["run", str(straight)], ranks=2)
     assert proc.returncode == 0, proc.stderr
     assert "rank 0 cuda:0" in proc.stdout and "rank 1 cuda:0" in proc.stdout, proc.stdout
     first = make_deck("spiral_md", "stopped", run={"max_steps": 1250, **on_gpu}, sampler=sampler)
-    assert run_rewl(["run", str(first)], ranks=2, timeout=600).returncode == 0
+    assert run_rewl(["run", str(first)], ranks=2).returncode == 0
     longer = make_deck("spiral_md", "longer", run={"max_steps": 3000, **on_gpu}, sampler=sampler,
                        output={"dir": str(tmp_path / "stopped")})
-    proc = run_rewl(["run", str(longer), "--resume"], ranks=2, timeout=600)
+    proc = run_rewl(["run", str(longer), "--resume"], ranks=2)
     assert proc.returncode == 0, proc.stderr
     assert_same_run(RunStore(tmp_path / "straight"), RunStore(tmp_path / "stopped"), 2, 3000)

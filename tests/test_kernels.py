@@ -10,7 +10,6 @@ import torch
 
 from conftest import ROOT, assert_chunked_equals_whole, deck_text
 from rewl.config import ScheduleConfig, load, parse
-from rewl.exchange import swap_log_ratio
 from rewl.grid import Axis, Grid, Window, window_bins
 from rewl.models import FNN, MLPForward, n_params, param_layout
 from rewl.observables import correct_points, cross_entropy_points, smooth_accuracy_points
@@ -280,11 +279,6 @@ def test_one_over_t_of_a_run_begun_before_schema_4_counts_steps_from_the_start()
     assert est.ln_f == pytest.approx(1 / 50) and not est.converged
     schedule.check(est, 8000)
     assert est.ln_f == pytest.approx(1 / 2000) and est.converged
-
-
-def test_swap_ratio_is_symmetric_detailed_balance():
-    r = swap_log_ratio(np.array([1.0]), np.array([2.0]), np.array([0.5]), np.array([0.25]))
-    assert r[0] == pytest.approx(1.0 + 2.0 - 0.5 - 0.25)
 
 
 def test_fnn_parameter_count_and_layout():

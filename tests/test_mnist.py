@@ -96,7 +96,7 @@ def test_mnist_run_from_idx_files(tmp_path):
     _idx_pair(tmp_path)
     deck = tmp_path / "mnist.toml"
     deck.write_text(_deck(tmp_path).replace("max_steps = 1000", "max_steps = 100"))
-    proc = run_rewl(["run", str(deck)], ranks=2, timeout=600)        # 2 windows, exchanges included
+    proc = run_rewl(["run", str(deck)], ranks=2)        # 2 windows, exchanges included
     assert proc.returncode == 0, proc.stderr
     rec = RunStore(tmp_path / "run").read_run()
     assert rec.task == "mnist" and rec.n_params == 362 and rec.windows[0].accuracy_sum is not None

@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from conftest import ROOT, assert_same_run, env, rewl_cmd, run_rewl, wait_for_checkpoint
+from conftest import HANG, ROOT, assert_same_run, env, rewl_cmd, rewl_here, run_rewl, wait_for_checkpoint, wait_for_signal_handler
 from rewl.storage import RunStore
 
 pytestmark = pytest.mark.mpi
 
-STEPS = 15_000     # long enough that SIGTERM lands mid-run (checkpoints every 1,000 steps)
+STEPS = 8_000      # the signal is sent once checkpoint 1,000 is complete: thousands of steps before the end
 
 
 def _start(deck, ranks: int | None = None) -> subprocess.Popen:
@@ -29,20 +29,20 @@ def test_sigterm_then_resume_is_bit_identical(spiral_deck, tmp_path, sig):
                            out=str(tmp_path / "straight"))
     stopped = spiral_deck("stopped.toml", max_steps=STEPS, windows=4, checkpoint_interval=1000,
                           out=str(tmp_path / "stopped"))
-    proc = run_rewl(["run", str(straight)], ranks=ranks, timeout=600)
+    proc = run_rewl(["run", str(straight)], ranks=ranks)
     assert proc.returncode == 0, proc.stderr
 
     store = RunStore(tmp_path / "stopped")
     proc = _start(stopped, ranks)
     wait_for_checkpoint(store, proc)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 0, err
     rec = store.read_run()
     assert rec.status == "interrupted" and 0 < rec.steps < STEPS, (rec.status, rec.steps)
     assert store.latest_step() == rec.steps
 
-    proc = run_rewl(["run", str(stopped), "--resume"], ranks=ranks, timeout=600)
+    proc = run_rewl(["run", str(stopped), "--resume"], ranks=ranks)
     assert proc.returncode == 0, proc.stderr
     assert "resuming" in proc.stdout
     assert_same_run(RunStore(tmp_path / "straight"), store, ranks, STEPS)
@@ -75,28 +75,25 @@ def test_sigusr1_checkpoints_and_stops(spiral_deck, tmp_path):
     store = RunStore(tmp_path / "run")
     proc = _start(deck)
     wait_for_checkpoint(store, proc)
-    t0 = time.monotonic()
     proc.send_signal(signal.SIGUSR1)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 0, err
-    assert time.monotonic() - t0 < 30
     rec = store.read_run()
     assert rec.status == "interrupted" and store.latest_step() == rec.steps
     assert "interrupted" in out
 
 
 def test_stop_during_start_up_ends_resumable_and_bit_identical(spiral_deck, tmp_path):
-    """SIGUSR1 half a second after the start (torch still importing, no checkpoint yet), and a stop
+    """SIGUSR1 as soon as the run catches it (its first act, before torch is imported), and a stop
     file that exists before the start: both end as interrupted runs that resume to the straight run's bits."""
     steps = 3000
     straight = spiral_deck("straight.toml", max_steps=steps, out=str(tmp_path / "straight"))
     assert run_rewl(["run", str(straight)]).returncode == 0
     early = spiral_deck("early.toml", max_steps=steps, out=str(tmp_path / "early"))
     proc = _start(early)
-    time.sleep(0.5)
-    assert not (tmp_path / "early" / "run.h5").exists()
+    wait_for_signal_handler(proc, signal.SIGUSR1)
     proc.send_signal(signal.SIGUSR1)
-    out, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 0, err
     assert "interrupted (signal SIGUSR1)" in out
     flag = tmp_path / "stop"
@@ -125,7 +122,7 @@ def test_deadline_stops_and_set_is_kept_for_resume(spiral_deck, tmp_path):
     assert proc.returncode == 0, proc.stderr
     rec = store.read_run()
     assert rec.status == "budget-exhausted" and rec.overrides == ("run.seed=5",)
-    info = run_rewl(["info", str(tmp_path / "run")])
+    info = rewl_here(["info", str(tmp_path / "run")])
     assert "--set run.seed=5" in info.stdout
 
 
@@ -142,7 +139,7 @@ def test_a_second_run_into_a_live_run_directory_is_refused(spiral_deck, tmp_path
         assert f"is being written by another rewl run (process {first.pid} on " in second.stderr, second.stderr
     assert first.poll() is None                       # the first run went on untouched
     first.send_signal(signal.SIGTERM)
-    _, err = first.communicate(timeout=120)
+    _, err = first.communicate(timeout=HANG)
     assert first.returncode == 0, err
     proc = run_rewl(["run", str(deck), "--force", "--set", "run.max_steps=200"])
     assert proc.returncode == 0, proc.stderr

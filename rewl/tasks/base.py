@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..config import Config
+from ..errors import UserError
 from ..models import FNN, batched_forward, n_params, param_layout
 from ..observables import correct_points, cross_entropy_points, smooth_accuracy_points
 
@@ -337,7 +338,7 @@ class ChunkedTotals(torch.autograd.Function):
         return grad, None, None
 
 
-class TaskError(ValueError):
+class TaskError(UserError, ValueError):
     """A custom task does not keep the Task contract (shapes, dtypes, finiteness)."""
 
 
