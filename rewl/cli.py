@@ -170,10 +170,10 @@ def run_checked(deck: str | Path, overrides: tuple[str, ...], out: str | None, r
         except WriteFailed as exc:            # raised on every rank alike
             if rank == 0:
                 print(f"rewl: error: {exc}", file=sys.stderr, flush=True)
-                stores[0].log(f"error: {exc}")
+                stores[0].log("failed", f"error: {exc}")
             return 1
 
-    return run_or_abort(go, rank, lambda text: stores[0].log(text) if stores else None)
+    return run_or_abort(go, rank, lambda text: stores[0].log("failed", text) if stores else None)
 
 
 def units_note(cfg: Config, window_bins: int) -> str:

@@ -491,7 +491,7 @@ def run_deck(cfg: Config, out_dir: str, resume: bool, force: bool, stop: StopReq
             agree(lambda: store.prepare_new() if comm.is_root else None)
         begun = "new run" if resume_step is None else f"resuming from step {resume_step}"
         if comm.is_root:
-            store.log(f"rewl {__version__}: {begun} of {cfg.path} on {comm.size} ranks")
+            store.log("start", f"rewl {__version__}: {begun} of {cfg.path} on {comm.size} ranks")
             print(f"rewl {__version__}: {engine.task.describe()}; {cfg.windows.count} windows x "
                   f"{cfg.windows.ranks_per_window} ranks x {cfg.sampler.walkers_per_rank} walkers on "
                   f"{engine.device_mapping}; {'writing' if resume_step is None else f'{begun} into'} "
@@ -499,7 +499,7 @@ def run_deck(cfg: Config, out_dir: str, resume: bool, force: bool, stop: StopReq
         status = engine.run()
         if comm.is_root:
             why = f" ({stop.reason() or 'stop requested on another rank'})" if status == "interrupted" else ""
-            store.log(f"{status}{why} after {engine.step} steps")
+            store.log("end", f"{status}{why} after {engine.step} steps")
             print(f"rewl: {status}{why} after {engine.step} steps; results in {store.run_path}", flush=True)
         return 0
     finally:

@@ -259,11 +259,15 @@ class RunStore:
     def log_path(self) -> Path:
         return self.dir / self.LOG_FILE
 
-    def log(self, text: str) -> None:
-        """Append `text` to the run's log, stamped with the time and host; best effort (a full
-        disk must not hide the error being logged), one write so that ranks do not interleave."""
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        lines = "".join(f"{stamp} {socket.gethostname()} {line}\n" for line in text.rstrip("\n").splitlines())
+    LOG_KINDS = ("start", "end", "failed")
+
+    def log(self, kind: str, text: str) -> None:
+        """Append `text` to the run's log, each line stamped with the time, the host and `kind`
+        (one of LOG_KINDS); best effort (a full disk must not hide the error being logged), one
+        write so that ranks do not interleave."""
+        assert kind in self.LOG_KINDS, kind
+        stamp = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {socket.gethostname()} {kind}"
+        lines = "".join(f"{stamp} {line}\n" for line in text.rstrip("\n").splitlines())
         try:
             fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
@@ -388,10 +392,10 @@ class RunStore:
             lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return []
-        texts = [line.split(" ", 3)[3] if line.count(" ") >= 3 else line for line in lines]   # without time and host
-        ends = [k for k, text in enumerate(texts) if (text.startswith("rewl ") and ": " in text)
-                or text.split(" ", 1)[0] in ("converged", "budget-exhausted", "interrupted")]
-        failure = texts[ends[-1] + 1:] if ends else texts
+        entries = [line.split(" ", 4)[3:] for line in lines]          # [kind, text] after time and host
+        failure: list[str] = []
+        for kind, *text in entries:
+            failure = failure + text if kind == "failed" else []
         headlines = [text for text in failure if text and not text.startswith((" ", "Traceback"))]
         return headlines[:1] + headlines[-2:] if len(headlines) > 3 else headlines
 
