@@ -168,7 +168,8 @@ def format_report(data: dict) -> str:
         for j in joins:
             lines.append(f"  run {r} join {j['windows'][0]}-{j['windows'][1]}: {j['common_bins']} common bins, "
                          f"offset {j['offset']:.3f}, residual RMS {j['residual_rms']:.3f}, "
-                         f"max |{'<A>' if data['y_bins'] == 1 else '<y>'} difference| {j['equilibrium_mismatch']:.3f}")
+                         f"max |{'<A>' if data['y_bins'] == 1 else '<y>'} difference| {j['equilibrium_mismatch']:.3f}"
+                         + (f", P(y | x) distance {j['y_distance']:.3f}" if j.get("y_distance") is not None else ""))
     if data["y_bins"] == 1:
         lines.append(one_y_bin_table(data))
         if "sgd_endpoint" in data:

@@ -112,7 +112,9 @@ def report_dict(exp: Experiment) -> dict:
         "max_entropy_y": clean(exp.top.mean), "max_entropy_stderr": clean(exp.top.stderr),
         "joins": [[{"windows": list(p.windows), "common_bins": p.common_bins, "offset": round(p.offset, 6),
                     "residual_rms": round(p.residual_rms, 6),
-                    "equilibrium_mismatch": round(p.equilibrium_mismatch, 6)} for p in land.pairs] for land in exp.lands],
+                    "equilibrium_mismatch": round(p.equilibrium_mismatch, 6),
+                    "y_distance": None if not np.isfinite(p.y_distance) else round(p.y_distance, 6)}
+                   for p in land.pairs] for land in exp.lands],
     }
     if exp.eq_accuracy is not None:
         out.update({"equilibrium_accuracy_mean": clean(exp.eq_accuracy.mean),

@@ -13,10 +13,10 @@ import matplotlib.patheffects as pe  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from rewl.joining import recorded_view, row_mean  # noqa: E402
 from rewl.storage import RunRecord  # noqa: E402
 
 from .experiment import Experiment  # noqa: E402
-from .landscape import row_mean  # noqa: E402
 
 MAGENTA = "#e0249a"
 
@@ -177,29 +177,31 @@ def windows_figure(rec: RunRecord, out: str | Path, why: str = "") -> list[Path]
     maximum (visited bins; 0 = the row's most likely y), with the row's equilibrium <y> (magenta
     dots) and max-entropy y (magenta line). Rows are comparable within a row only: no constant
     relates one row, or one window, to another here. `why` (the join's refusal) goes in the title.
-    With one y bin (``windows_profiles``): each window's S(x) against its own maximum."""
+    With y recorded, ln g(x) + ln P(y | x) (``recorded_view``). With one y bin
+    (``windows_profiles``): each window's S(x) against its own maximum."""
     if len(rec.y_edges) == 2:
         return windows_profiles(rec, out, why)
     n = rec.n_windows
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 1.0, 4.2), squeeze=False, sharey=True, layout="constrained")
     y = 0.5 * (rec.y_edges[1:] + rec.y_edges[:-1])
+    views = [recorded_view(rec, w) for w in rec.windows]    # per window: ln g and visits, (n_x of it, n_y)
     rels = []                        # per window (n_x of it, n_y): ln g - its row's maximum, nan where unvisited
-    for w in rec.windows:
-        seen = w.visits > 0
-        top = np.max(np.where(seen, w.ln_g, -np.inf), axis=1, keepdims=True)
-        rels.append(np.where(seen, w.ln_g - top, np.nan))
+    for ln_g, visits in views:
+        seen = visits > 0
+        top = np.max(np.where(seen, ln_g, -np.inf), axis=1, keepdims=True)
+        rels.append(np.where(seen, ln_g - top, np.nan))
     deepest = min((float(np.nanmin(r)) for r in rels if np.isfinite(r).any()), default=-1.0)
     vmin = max(deepest, -30.0)      # colour the top 30 units of each row; deeper bins saturate
     mesh = None
-    for k, (ax, w, rel) in enumerate(zip(axes[0], rec.windows, rels)):
+    for k, (ax, w, rel, (ln_g, visits)) in enumerate(zip(axes[0], rec.windows, rels, views)):
         lo, hi = w.x_bins
         x_edges = rec.x_edges[lo: hi + 1]
-        seen = w.visits > 0
+        seen = visits > 0
         rel = np.ma.masked_invalid(rel)
         mesh = ax.pcolormesh(x_edges, rec.y_edges, rel.T, cmap="inferno", vmin=vmin, vmax=0.0, shading="flat")
         xc = 0.5 * (x_edges[1:] + x_edges[:-1])
-        eq = np.array([row_mean(w.ln_g[i], w.visits[i], y) for i in range(hi - lo)])
-        best = np.array([y[np.argmax(np.where(seen[i], w.ln_g[i], -np.inf))] if seen[i].any() else np.nan
+        eq = np.array([row_mean(ln_g[i], visits[i], y) for i in range(hi - lo)])
+        best = np.array([y[np.argmax(np.where(seen[i], ln_g[i], -np.inf))] if seen[i].any() else np.nan
                          for i in range(hi - lo)])
         ax.plot(xc, best, "-", color=MAGENTA, lw=1.2, label="max-entropy")
         ax.plot(xc, eq, "o", ms=3, color=MAGENTA, mec="white", mew=0.4, label="equilibrium <y>")
@@ -245,8 +247,9 @@ def diagnostics_figure(rec: RunRecord, out: str | Path, title: str = "") -> list
     """Per window over the run: ln f, flatness (the schedule's criterion, solid; over every
     visited bin, dashed), the fraction of rare visited bins; the walkers' round trips between the
     end windows; swap acceptance per window pair; move acceptance per window and layer. The title
-    gives each window's change of ln g since the previous checkpoint, and says when the run did
-    not converge."""
+    gives each window's change of ln g since the previous checkpoint, the flatness of its visits
+    and the crossings of its least crossed x edge over that interval and whether it settled, and
+    says when the run did not converge."""
     fig, axes = plt.subplots(2, 3, figsize=(15, 7))
     h = rec.history
     steps = h.step
@@ -284,8 +287,11 @@ def diagnostics_figure(rec: RunRecord, out: str | Path, title: str = "") -> list
     axes[1, 1].set_xticks(np.arange(rec.n_windows) + 0.4 - width / 2, [str(k) for k in range(rec.n_windows)])
     axes[1, 1].legend(fontsize=7)
     changes = ", ".join(f"w{k} {w.ln_g_change:.3g}" for k, w in enumerate(rec.windows))
+    recent = ", ".join(f"w{k} {'settled' if w.settled else 'not settled'} ({w.recent_flatness:.2f}, {w.recent_crossings:.0f})"
+                       for k, w in enumerate(rec.windows))
     fig.suptitle((title or f"{rec.task}: {rec.status} after {rec.steps} steps")
-                 + f"\nchange of ln g since the previous checkpoint: {changes}")
+                 + f"\nchange of ln g since the previous checkpoint: {changes}"
+                 + f"\nover it (flatness of the visits, crossings of the least crossed x edge): {recent}")
     if rec.status != "converged":
         not_converged_mark(axes[0, 0], rec.status)
     fig.tight_layout()

@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from rewl.joining import JoinFailed, PairJoin, join_pairs, row_mean
 from rewl.report import decide_depth, edge_rows
 from rewl.storage import BaselineRecord, RunRecord, RunStore, StorageError
-from rewl.wl import deep_bins
 
 
 class AnalysisError(ValueError):
@@ -25,19 +24,6 @@ class JoinError(AnalysisError):
     that knows it), so that its windows can still be shown one by one."""
 
     run: str = ""
-
-
-@dataclass
-class PairJoin:
-    """How windows k and k+1 were stitched."""
-
-    windows: tuple[int, int]
-    common_bins: int          # bins both windows visited in their overlap
-    offset: float             # constant added to window k+1 relative to window k
-    residual_rms: float       # visit-weighted RMS of the mismatch after the offset
-    equilibrium_mismatch: float  # max over interior overlap rows of |<y>_k - <y>_{k+1}|, each
-                                 # window's own equilibrium y: what the science depends on (with one
-                                 # y bin, of the hard accuracy recorded per bin, where there is one)
 
 
 @dataclass
@@ -88,62 +74,37 @@ def read_baseline(path: str | Path) -> BaselineRecord:
         raise AnalysisError(str(exc)) from None
 
 
-def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5) -> Landscape:
+def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5, max_y_distance: float = 0.25) -> Landscape:
     """Stitch the windows' ln g into one S on the global grid.
 
-    Window k+1 is shifted by the visit-weighted mean of ln g_k - ln g_{k+1} over the bins both
-    visited in their overlap (the least-squares constant; weights v_k v_{k+1} / (v_k + v_{k+1})),
-    leaving out the rows at each window's inner edge (``report.edge_rows``: the last row of window
-    k and the first of window k+1, and for WLMD the kernel's width of rows): walkers are turned
-    back there, which biases windowed Wang-Landau at the edges.
-    Also left out are the bins that either window's schedule left out of its flatness test, those
-    more than the run's `decide_depth` below the top of their x row (``wl.deep_bins``): they hold
-    less than e^-depth of their row, no integral along y sees them, and the run promises nothing
-    about them (in the spiral study at 300,000 steps such bins, 380 to 570 below their row's top,
-    made up 65 to 80 % of the residual of the joins they failed).
-    A pair with fewer than `min_common` common bins, or whose weighted residual RMS after the
-    shift exceeds `max_residual`, is refused: joining on a poor overlap silently bends S.
+    The windows' constants come from ``rewl.joining.join_pairs``, which refuses (``JoinError``
+    here) a pair that shares too few bins, disagrees beyond `max_residual` after the best constant
+    or, with y recorded, records P(y | x) farther apart than `max_y_distance`: joining on a poor
+    overlap silently bends S. Left out of the constants are the rows at each window's inner edge
+    (``report.edge_rows``: the last row of window k and the first of window k+1, and for WLMD the
+    kernel's width of rows), where walkers are turned back, which biases windowed Wang-Landau, and
+    the bins either window's schedule left out of its flatness test, those more than the run's
+    `decide_depth` below the top of their x row (``wl.deep_bins``): they hold less than e^-depth of
+    their row, no integral along y sees them, and the run promises nothing about them (in the
+    spiral study at 300,000 steps such bins, 380 to 570 below their row's top, made up 65 to 80 %
+    of the residual of the joins they failed).
     Overlapping bins are then averaged, weighted by visits, each window's edge rows left to its
     neighbour (where the overlap is wide enough for both windows' edge rows).
+
+    y recorded (``RunRecord.y_recorded``): the windows join on ln g(x), and
+    S(x, y) = S(x) + ln P(y | x), P from the recorded visits of the windows that hold the row.
     """
     n_x, n_y = len(rec.x_edges) - 1, len(rec.y_edges) - 1
-    y = 0.5 * (rec.y_edges[1:] + rec.y_edges[:-1])
     depth, band = decide_depth(rec), edge_rows(rec)
-    deep = [deep_bins(torch.as_tensor(w.ln_g), torch.as_tensor(w.visits), depth).numpy() for w in rec.windows]
-    offsets = [0.0]
-    pairs = []
-    for k in range(rec.n_windows - 1):
-        a, b = rec.windows[k], rec.windows[k + 1]
-        lo, hi = b.x_bins[0], a.x_bins[1]
-        if hi <= lo:
-            raise JoinError(f"windows {k} and {k + 1} do not overlap in x")
-        va, vb = a.visits[lo - a.x_bins[0]: hi - a.x_bins[0]], b.visits[: hi - lo]
-        ga, gb = a.ln_g[lo - a.x_bins[0]: hi - a.x_bins[0]], b.ln_g[: hi - lo]
-        common = (va > 0) & (vb > 0) & ~deep[k][lo - a.x_bins[0]: hi - a.x_bins[0]] & ~deep[k + 1][: hi - lo]
-        if hi - lo > 2 * band:
-            common[:band] = common[hi - lo - band:] = False
-        n_common = int(common.sum())
-        if n_common < min_common:
-            raise JoinError(f"windows {k} and {k + 1} share {n_common} visited bins in their overlap "
-                                f"(at least {min_common} needed to join them); run longer or widen the overlap")
-        w = va[common] * vb[common] / (va[common] + vb[common])
-        d = (ga - gb)[common]
-        shift = float(np.sum(w * d) / np.sum(w))
-        rms = float(np.sqrt(np.sum(w * (d - shift) ** 2) / np.sum(w)))
-        if rms > max_residual:
-            raise JoinError(f"windows {k} and {k + 1} disagree in their overlap: residual RMS {rms:.3f} "
-                                f"> {max_residual} after the best constant; the estimates are inconsistent "
-                                "(not converged?)")
-        offsets.append(offsets[-1] + shift)
-        rows = range(band, hi - lo - band) if hi - lo > 2 * band else range(hi - lo)
-        ya, yb = (_row_values(win, rows_of, y) for win, rows_of in ((a, slice(lo - a.x_bins[0], hi - a.x_bins[0])),
-                                                                   (b, slice(0, hi - lo))))
-        diffs = [abs(row_mean(ga[i], va[i], ya[i]) - row_mean(gb[i], vb[i], yb[i])) for i in rows]
-        mismatch = float(np.nanmax(diffs)) if diffs and np.isfinite(diffs).any() else float("nan")
-        pairs.append(PairJoin((k, k + 1), n_common, shift, rms, mismatch))
+    try:
+        offsets, pairs = join_pairs(rec, depth, band, min_common, max_residual, max_y_distance)
+    except JoinFailed as exc:
+        raise JoinError(str(exc)) from None
 
-    total = np.zeros((n_x, n_y))
-    weight = np.zeros((n_x, n_y))
+    n_wl_y = rec.windows[0].ln_g.shape[1]          # 1 when y is recorded
+    total = np.zeros((n_x, n_wl_y))
+    weight = np.zeros((n_x, n_wl_y))
+    y_total = np.zeros((n_x, n_y))
     with_accuracy = all(win.accuracy_sum is not None for win in rec.windows)
     acc_total = np.zeros((n_x, n_y))
     trusted = []                     # per window: its visits, 0 in its edge rows where the neighbour has the bin
@@ -161,11 +122,18 @@ def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5)
         lo, hi = win.x_bins
         total[lo:hi] += np.where(v > 0, (win.ln_g + off) * v, 0.0)
         weight[lo:hi] += v
+        if rec.y_recorded:
+            y_total[lo:hi] += np.where(v > 0, win.y_hist, 0.0)
         if with_accuracy:
             acc_total[lo:hi] += np.where(v > 0, win.accuracy_sum, 0.0)
     visited = weight > 0
-    entropy = np.full((n_x, n_y), -np.inf)
+    entropy = np.full((n_x, n_wl_y), -np.inf)
     entropy[visited] = total[visited] / weight[visited]
+    if rec.y_recorded:                   # S(x, y) = S(x) + ln P(y | x)
+        rows = y_total.sum(axis=1, keepdims=True)
+        visited = visited & (y_total > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            entropy = np.where(visited, entropy + np.log(y_total / rows), -np.inf)
     if visited.any():
         entropy[visited] -= entropy[visited].max()
     accuracy = None
@@ -173,28 +141,6 @@ def join_windows(rec: RunRecord, min_common: int = 5, max_residual: float = 0.5)
         accuracy = np.full((n_x, n_y), np.nan)
         accuracy[visited] = acc_total[visited] / weight[visited]
     return Landscape(rec.x_edges, rec.y_edges, entropy, visited, pairs, rec.x_label, rec.y_label, accuracy)
-
-
-def _row_values(win, rows: slice, y: np.ndarray) -> np.ndarray:
-    """What a window's equilibrium averages in each bin of `rows`: (n_rows, n_y), the y bin
-    centres, or with one y bin the hard accuracy the window recorded there (nan without one)."""
-    n_rows = len(win.visits[rows])
-    if len(y) > 1:
-        return np.broadcast_to(y, (n_rows, len(y)))
-    if win.accuracy_sum is None:
-        return np.full((n_rows, 1), np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return win.accuracy_sum[rows] / win.visits[rows]
-
-
-def row_mean(ln_g_row: np.ndarray, visits_row: np.ndarray, y: np.ndarray) -> float:
-    """sum y e^S / sum e^S over the visited bins of one x row (nan if none); y is (n_y,), one
-    value per bin (the bin centres, or any per-bin quantity)."""
-    seen = visits_row > 0
-    if not seen.any():
-        return float("nan")
-    w = np.exp(ln_g_row[seen] - ln_g_row[seen].max())
-    return float(np.sum(w * y[seen]) / np.sum(w))
 
 
 def equilibrium(land: Landscape) -> tuple[np.ndarray, np.ndarray]:

@@ -93,7 +93,8 @@ def _batched_step(cfg: Config, task, window: Window, state: Walkers, gen: torch.
     (sampler, estimate, step)."""
     device = task.lo.device
     sampler = make_sampler(cfg.sampler, task, window, device)
-    est = Estimate.zeros(window.shape, 1e-3, device, with_accuracy=task.has_accuracy, with_offsets=sampler.keeps_offsets)
+    est = Estimate.zeros(window.shape, 1e-3, device, with_accuracy=task.has_accuracy, with_offsets=sampler.keeps_offsets,
+                         recorded_y_bins=window.recorded_y_bins)
     sampler.start(state, est, gen, 0)
 
     def step() -> None:
@@ -206,7 +207,7 @@ def _forward_backward(task, module, sync):
 
 
 def _bin(grid: Grid, x: float, y: float, lo: int) -> tuple[int, int]:
-    return int(grid.x.index(torch.tensor(x))) - lo, int(grid.y.index(torch.tensor(y)))
+    return int(grid.x.index(torch.tensor(x))) - lo, int(grid.wl_y_index(torch.tensor(y)))
 
 
 def _plain_mc(task, module, grid: Grid, est: Estimate, lo: int, gen: torch.Generator):
@@ -229,7 +230,7 @@ def _plain_mc(task, module, grid: Grid, est: Estimate, lo: int, gen: torch.Gener
             p[i] = old + 0.01 * (2 * float(torch.rand(1, generator=gen, device=gen.device)) - 1)
             x, y = (float(v) for v in task.plain_cvs(module))
             ix, iy = _bin(grid, x, y, lo)
-            ok = 0 <= ix < n_xw and 0 <= iy < grid.y.bins
+            ok = 0 <= ix < n_xw and 0 <= iy < grid.wl_y_bins
             ox, oy = _bin(grid, *current, lo)
             if ok and float(torch.rand(1, generator=gen, device=gen.device)) < float(torch.exp(ln_g[ox, oy] - ln_g[ix, iy])):
                 current[:] = [x, y]

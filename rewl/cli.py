@@ -238,7 +238,7 @@ def check(cfg: Config, out_dir: str) -> int:
     print(f"  sampler   {cfg.sampler.kind}, {cfg.sampler.walkers_per_rank} walkers per rank, "
           f"schedule {cfg.schedule.kind} ln f {cfg.schedule.ln_f_initial:g} -> {cfg.schedule.ln_f_final:g}, "
           f"budget {cfg.run.max_steps} steps")
-    print("  ln f      " + units_note(cfg, max(win.n_x for win in windows) * grid.y.bins))
+    print("  ln f      " + units_note(cfg, max(win.n_x for win in windows) * grid.wl_y_bins))
     if cfg.sampler.kind == "wlmd":
         s = cfg.sampler
         print(f"  dynamics  {s.integrator} Langevin, kT = 1, dt {s.dt:g}, gamma {s.gamma:g}; ln g kernel sigma "
@@ -246,7 +246,8 @@ def check(cfg: Config, out_dir: str) -> int:
         if count is not None:
             print("  walls     " + walls_note(count, s.wall_strength, grid.x.width))
     print(f"  grid      x = {x_label}: {bins_text(grid.x.bins)} in [{grid.x.min:g}, {grid.x.max:g}]; "
-          f"y = {y_label}: {bins_text(grid.y.bins)} in [{grid.y.min:g}, {grid.y.max:g}]")
+          f"y = {y_label}: {bins_text(grid.y.bins)} in [{grid.y.min:g}, {grid.y.max:g}], "
+          + ("recorded (Wang-Landau over x alone)" if grid.y_recorded else "flattened (Wang-Landau over x and y)"))
     print(f"  ranks     {cfg.world_size} = {w.count} windows x {w.ranks_per_window} ranks per window "
           f"(mpiexec -n {cfg.world_size})")
     for win in windows:
@@ -296,10 +297,14 @@ def status(out_dir: str) -> int:
         print("none")
         return 0
     try:
-        print(store.read_run().status)
+        rec = store.read_run()
     except StorageError as exc:
         print(f"rewl: error: {exc}", file=sys.stderr)
         return 2
+    print(rec.status)              # alone on stdout: the batch scripts read it
+    if rec.status != "converged":
+        print(f"rewl: {sum(w.settled for w in rec.windows)} of {rec.n_windows} windows settled at step {rec.steps}",
+              file=sys.stderr)
     return 0
 
 

@@ -96,9 +96,9 @@ class Comm:
         self.world.Allgather(row, out)
         return out
 
-    def gather_window_arrays(self, arrays: list[np.ndarray], shapes: list[tuple[int, ...]]) -> list[list[np.ndarray]] | None:
-        """Rank 0 collects the float64 `arrays` of every window's first rank (window k's arrays all
-        have shape shapes[k]); returns one list of arrays per window on rank 0, None elsewhere.
+    def gather_window_arrays(self, arrays: list[np.ndarray], shapes: list[list[tuple[int, ...]]]) -> list[list[np.ndarray]] | None:
+        """Rank 0 collects the float64 `arrays` of every window's first rank (window k's i-th array
+        has shape shapes[k][i]); returns one list of arrays per window on rank 0, None elsewhere.
         Every window leader must call it."""
         tag = 100
         if self.local == 0 and not self.is_root:
@@ -112,7 +112,7 @@ class Comm:
             if source == 0:
                 gathered.append([np.asarray(a, dtype=np.float64) for a in arrays])
             else:
-                gathered.append([self.recv(shape, np.float64, source, tag=tag + i) for i in range(len(arrays))])
+                gathered.append([self.recv(shape[i], np.float64, source, tag=tag + i) for i in range(len(arrays))])
         return gathered
 
     def bcast_text(self, text: str | None) -> str | None:

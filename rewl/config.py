@@ -23,7 +23,7 @@ TASKS = ("spiral", "spiral_regression", "mnist", "cifar10", "features", "house_p
 SAMPLERS = ("wlmc", "wlmd")
 SCHEDULES = ("halving", "1/t", "ramp")
 INTEGRATORS = ("baoab", "reference")
-FLATNESS_OF = ("visits", "deposits")
+Y_MODES = ("recorded", "flattened")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 ACTIVATIONS = ("relu", "tanh", "silu")
@@ -173,9 +173,6 @@ class SamplerConfig:
     # c of the soft walls c d^2; "auto": tuned during the run (samplers/walls.py)
     wall_strength: float | str = key("auto", _positive_or_auto, only=_WLMD)
     integrator: str = key("baoab", _one_of(INTEGRATORS), only=_WLMD)
-    # what the flatness test measures: the stage's visits bin by bin, or what they deposited
-    # (the visits smoothed by the kernel: docs/convergence.md, "The flatness of WLMD's deposits")
-    flatness_of: str = key("visits", _one_of(FLATNESS_OF), only=_WLMD)
     # walkers in the soft walls of a window's x edges raise ln g at the edge bin they left (docs/convergence.md,
     # "Walkers in the walls"); their visits are not counted
     wall_deposits: bool = key(False, only=_WLMD)
@@ -198,8 +195,10 @@ class ScheduleConfig:
     ln_f_final: float = key(1e-6, against=lambda v, t: None if 0 < v < t["ln_f_initial"]
                             else f"must lie in (0, ln_f_initial = {t['ln_f_initial']})")
     flatness: float = key(0.8, _open_unit)
+    # a window is settled when, over the last checkpoint interval, its ln g moved by at most this
+    # (after its constant), its visits were flat within `flatness` and its walkers crossed it (Schedule.settle)
+    tolerance: float = key(0.1, _positive)
     check_interval: int = key(1000, _positive)     # steps between flatness checks
-    min_visit_fraction: float = key(0.0, _in(0, 1, "[0, 1)", lo_open=False, hi_open=True))
     # bins this far below the top ln g of their x row do not hold a stage back (docs/convergence.md)
     decide_depth: float = key(100.0, _positive)
     # ramp: ln f rises linearly to ln_f_initial over ramp_steps, stays until plateau_end, then
@@ -308,6 +307,8 @@ class _Table:
     def finish(self) -> None:
         valid = sorted(self.used)
         for name in self.data:
+            if name in REMOVED.get(self.name, {}):
+                raise self.err(name, f"was removed: {REMOVED[self.name][name]}; delete the line")
             if name not in self.used:
                 near = difflib.get_close_matches(name, valid, n=1)
                 hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(valid)}"
@@ -348,6 +349,12 @@ def _combined(meta: Any, earlier: dict) -> Check | None:
 
 
 _REQUIRED = object()
+
+# keys of earlier versions that no shipped deck used and no measurement kept (docs/decks.md)
+REMOVED = {
+    "sampler": {"flatness_of": "the flatness test measures the visits (\"deposits\" was never used by a deck)"},
+    "schedule": {"min_visit_fraction": "every visited bin counts in the flatness test (the default was 0)"},
+}
 
 
 def load(path: str | Path, overrides: tuple[str, ...] = ()) -> Config:
@@ -400,7 +407,8 @@ def parse(text: str, path: str = "<deck>", overrides: tuple[str, ...] = ()) -> C
     sampler = table("sampler").read(SamplerConfig)
     grid = _read_grid(path, data, task)
     windows = table("windows").read(WindowsConfig)
-    schedule = table("schedule").read(ScheduleConfig)
+    schedule = table("schedule").read(ScheduleConfig, defaults=schedule_defaults(
+        sampler, sampler.walkers_per_rank * windows.ranks_per_window))
     exchange = table("exchange").read(ExchangeConfig)
     init = table("init").read(InitConfig)
     output = table("output").read(OutputConfig, defaults={"dir": "runs/" + Path(path).stem})
@@ -454,18 +462,24 @@ def _read_box(t: _Table, n_layers: int) -> tuple[float, ...] | None:
 
 
 def _read_grid(path: str, data: dict, task: TaskConfig) -> Grid:
-    """[grid.x] and [grid.y] (min, max, width; whole bins). The spiral's y defaults to one bin per
-    value k / n_test of the hard test accuracy."""
+    """[grid.x] and [grid.y] (min, max, width; whole bins) and [grid.y] mode: "recorded" (Wang-Landau
+    over x alone, y histogrammed per x bin: the default, except for box_quadratic) or "flattened"
+    (Wang-Landau over the 2-D grid). The spiral's y axis defaults to one bin per value k / n_test of
+    the hard test accuracy."""
     if "grid" not in data:
         raise DeckError(path, "[grid]", "is required (tables [grid.x] and [grid.y] with min, max, width)")
     t = _Table(path, "grid", data["grid"])
-    axes = {}
+    axes, mode = {}, "flattened"
     for name in ("x", "y"):
-        if name == "y" and task.kind == "spiral" and "y" not in t.data:
+        default_y = name == "y" and task.kind == "spiral"
+        a = _Table(path, f"grid.{name}", t.get(name, dict, {} if default_y else _REQUIRED))
+        if name == "y":
+            mode = a.get("mode", str, default_y_mode(task.kind), _one_of(Y_MODES))
+        if default_y and not {"min", "max", "width"} & set(a.data):
             n_test = 2 * task.test_per_class
             axes["y"] = Axis(-0.5 / n_test, 1 + 0.5 / n_test, 1.0 / n_test)
+            a.finish()
             continue
-        a = _Table(path, f"grid.{name}", t.get(name, dict, _REQUIRED))
         lo = a.get("min", float, _REQUIRED)
         hi = a.get("max", float, _REQUIRED, lambda v, lo=lo: None if v > lo else f"must be > min = {lo}")
         width = a.get("width", float, _REQUIRED, _positive)
@@ -476,9 +490,22 @@ def _read_grid(path: str, data: dict, task: TaskConfig) -> Grid:
         if round(n_bins) > 100_000:
             raise a.err("width", f"gives {round(n_bins)} bins; at most 100000 are allowed")
         axes[name] = Axis(lo, hi, width)
-    t.used.add("y")
     t.finish()
-    return Grid(axes["x"], axes["y"])
+    return Grid(axes["x"], axes["y"], y_recorded=mode == "recorded")
+
+
+def schedule_defaults(sampler: SamplerConfig, walkers: int) -> dict[str, Any]:
+    """[schedule] defaults that depend on the sampler: WLMD starts at ln f = 1 / M per walker visit
+    (M walkers per window: one unit per step of the window), where 1 per visit sent the walkers of
+    a box_quadratic deck into the walls (inside 0.43 to 0.60) and left ln g moving by up to 162
+    units between checkpoints after 40,000 steps; WLMC keeps 1 per visit (the exactness tests)."""
+    return {"ln_f_initial": 1.0 / walkers} if sampler.kind == "wlmd" else {}
+
+
+def default_y_mode(task_kind: str) -> str:
+    """[grid.y] mode when a deck leaves it out: recorded for networks, flattened for the exact
+    test system (its 2-D density of states is known)."""
+    return "flattened" if task_kind == "box_quadratic" else "recorded"
 
 
 def _check_across_tables(cfg: Config) -> None:

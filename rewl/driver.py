@@ -25,6 +25,7 @@ from .devices import describe_mapping, device_identity, gpu_sharing_problem, kee
 from .errors import StartError, WriteFailed
 from .exchange import SwapStats, exchange_round
 from .grid import Window
+from .joining import JoinFailed, edge_rows, join_pairs
 from .progress import ProgressLine
 from .records import OFFSET_ARRAYS, Checkpoint, History, RunRecord, WindowRecord
 from .samplers import make_sampler
@@ -34,7 +35,7 @@ from .stop import StopRequest
 from .storage import RunStore, StorageError
 from .tasks import TaskError, TaskFactory, make_task
 from .walkers import Walkers, drive_into_window, spread_targets
-from .wl import Estimate
+from .wl import Estimate, fold_crossings, mark_crossings, record_y
 
 
 class Periodic:
@@ -86,6 +87,8 @@ class Engine:
         self.elapsed_before = 0.0
         self.history: list[tuple[int, np.ndarray, np.ndarray]] = []
         self.statuses: list[RankStatus] = []
+        self.marked_step = -1                  # the step of the last checkpoint measured (``write_checkpoint``)
+        self.join_problem = ""                 # why windows that all settled did not join (rank 0 printed it)
         self.progress = ProgressLine(cfg.windows.count, cfg.windows.ranks_per_window, self.sampler.rate_label,
                                      self.schedule, cfg.run.max_steps, cfg.output.log_interval,
                                      self.sampler.low_rate_hint,
@@ -127,7 +130,7 @@ class Engine:
             if a stop was requested during start-up: stop, interrupted
             loop:
                 if step >= max_steps: stop, budget-exhausted
-                advance sync_interval steps of every walker         (sampler, estimate)
+                advance sync_interval steps of every walker         (sampler, estimate, crossings of x edges)
                 merge the window's ln g increments                  (ranks of one window)
                 sampler at_sync                                     (WLMC adapts move sizes and levels
                                                                      unvisited bins, WLMD its edges)
@@ -137,8 +140,9 @@ class Engine:
                 on exchange steps: one replica-exchange round       (neighbouring windows)
                 count round trips of walkers now in the lowest or highest window
                 if any rank was asked to stop: stop, interrupted   (signal, stop file, deadline)
-                elif every window converged: stop, converged
-                elif on checkpoint steps: write a checkpoint
+                elif the run converged: stop, converged
+                elif on checkpoint steps: settle each window, conclude whether the run converged
+                    (every window settled and the windows join), write a checkpoint; stop if converged
                 progress line
             write the final checkpoint and run file
         """
@@ -179,6 +183,7 @@ class Engine:
             status = self.decide()
             if status is None and checkpoint(self.step) and self.step < cfg.run.max_steps:
                 self.write_checkpoint("running")
+                status = self.decide()
             self.show_progress()
         self.write_checkpoint(status, scheduled=False)
         self.show_progress(final=True, status=status)
@@ -201,23 +206,40 @@ class Engine:
         except RuntimeError as exc:
             raise StartError(f"window {window.index}: {exc}") from None
         self.walkers, inside = Walkers.at(self.task, params.detach(), window)
-        if not bool(inside.all()):
+        if not bool(inside.all()):       # only y can be outside (the drive brought x in); never when recorded
             bad = int((~inside).sum())
             raise StartError(
                 f"window {window.index}: {bad} walkers have y outside [grid.y] "
                 f"[{window.y_range[0]}, {window.y_range[1]}] after initialisation; widen [grid.y]")
         self.est = Estimate.zeros(window.shape, cfg.schedule.ln_f_initial, self.device, walkers=self.walkers_per_window,
-                                  with_accuracy=self.task.has_accuracy, with_offsets=self.sampler.keeps_offsets)
+                                  with_accuracy=self.task.has_accuracy, with_offsets=self.sampler.keeps_offsets,
+                                  recorded_y_bins=window.recorded_y_bins)
         self.sampler.start(self.walkers, self.est, self.gen, cfg.init.equilibration_steps)
         self.init_seconds = time.perf_counter() - t0
 
     def advance(self, n_steps: int) -> None:
-        """n_steps sampler steps of all this rank's walkers."""
+        """n_steps sampler steps of all this rank's walkers, counting the x edges they cross."""
+        marks = torch.zeros(self.window.n_x, dtype=torch.float64, device=self.device)
         for _ in range(n_steps):
             self.schedule.before_step(self.est, self.step)
+            before = self.walkers.ix
             self.sampler.step(self.walkers, self.est, self.gen)
+            mark_crossings(marks, before, self.walkers.ix)
             self.step += 1
         self.sampler.end_block(self.walkers)
+        fold_crossings(self.est, marks)
+        if self.est.y_hist is not None:
+            self.record_y()
+
+    def record_y(self) -> None:
+        """y recorded: each walker inside the window adds its y to the histogram of its x bin, once
+        per synchronisation. Samples sync_interval steps apart are close to independent (a sweep
+        or more of single-parameter moves); every step would add mostly repeats: recorded every
+        step, box_quadratic's P(y | x) in bins of 1,000 visits scattered by up to 0.25 from the
+        exact one (about 40 independent samples per 1,000 visits), at 100 times the work."""
+        x, y = self.walkers.x, self.walkers.y
+        ix, _, inside = self.window.bin(x, y)
+        record_y(self.est, ix, self.window.grid.y.index(y), inside)
 
     def merge_window(self) -> None:
         """Sum the ln g and histogram increments of the window's ranks since the last merge."""
@@ -254,7 +276,8 @@ class Engine:
             swap_accepted=float(self.swaps.accepted[w]) if has_pair else 0.0,
             init_iterations=self.init_iterations, init_seconds=self.init_seconds, flatness_all=est.flatness_all,
             rare_fraction=est.rare_fraction, ln_g_change=est.ln_g_change,
-            round_trips=float(self.walkers.round_trips.sum()), wall_strength=self.sampler.wall_strength)
+            round_trips=float(self.walkers.round_trips.sum()), wall_strength=self.sampler.wall_strength,
+            settled=est.settled, recent_flatness=est.recent_flatness, recent_crossings=est.recent_crossings)
         self.statuses = [RankStatus.from_array(row) for row in self.comm.allgather(mine.to_array())]
 
     def record_history(self) -> None:
@@ -302,9 +325,17 @@ class Engine:
         complete. A crash in between leaves the previous complete set in force; a write that
         fails on any rank (a full disk) ends the run on every rank with ``WriteFailed``, the
         failed set's files removed. `scheduled`: at step 0 or a multiple of checkpoint_interval
-        (not a stop, not the end of the budget)."""
-        self.est.mark_checkpoint(scheduled)
-        self.share_status()          # the run file reports the change of ln g just measured
+        (not a stop, not the end of the budget): each window is settled or not on what happened
+        since the previous one (``Schedule.settle``), and the run concludes (``conclude``)."""
+        if self.step != self.marked_step:      # the end of a run that converged at a checkpoint: measured there
+            keep = self.schedule.at_end(self.est, self.step)
+            self.est.mark_checkpoint(scheduled, self.cfg.schedule.decide_depth, keep_stretch=keep)
+            if scheduled:
+                self.schedule.settle(self.est, self.step)
+            self.marked_step = self.step
+            self.share_status()      # the run file reports what was just measured
+            if scheduled and status == "running":
+                self.conclude()
         snapshot = self.snapshot()
         self.written("checkpoint", lambda: self.store.write_checkpoint(self.comm.rank, snapshot))
         record = self.gather_record(status)
@@ -314,6 +345,27 @@ class Engine:
                 self.store.write_run(record)
                 self.store.mark_complete(self.step)
         self.written("run file", complete)
+
+    def conclude(self) -> None:
+        """Collective, when every window is settled: the run converged if its windows also join
+        (``joining.join_pairs`` on the estimates gathered to rank 0, with the analysis's default
+        thresholds); then every window's estimate is final (``Estimate.converged``). Windows that
+        settled apart but contradict each other in an overlap run on; rank 0 says why."""
+        if not all(s.settled for s in self.statuses) or all(s.converged for s in self.statuses):
+            return
+        record = self.gather_record("running")
+        problem = ""
+        if self.comm.is_root:
+            try:
+                join_pairs(record, self.cfg.schedule.decide_depth, edge_rows(self.cfg.sampler))
+            except JoinFailed as exc:
+                problem = str(exc)
+                if problem != self.join_problem:
+                    print(f"rewl: every window settled at step {self.step}, but {problem}; running on", flush=True)
+        self.join_problem = self.comm.bcast_text(problem)
+        if not self.join_problem:
+            self.est.converged = True
+            self.share_status()
 
     def written(self, what: str, write: Callable[[], None]) -> None:
         """Collective: `write` on every rank; if it failed with an OSError on any rank, every
@@ -391,7 +443,9 @@ class Engine:
         names = self.est.merged_arrays()       # the same on every rank
         local = {name: getattr(self.est, name) for name in names}
         local["ln_g"] = self.sampler.bin_ln_g(local["ln_g"])     # whole bins (WLMD keeps ln g per reachable area)
-        gathered = comm.gather_window_arrays([a.cpu().numpy() for a in local.values()], [w.shape for w in self.windows])
+        shapes = [[{"y_hist": (w.n_x, cfg.grid.y.bins), "edge_crossings": (w.n_x - 1,)}.get(name, w.shape) for name in names]
+                  for w in self.windows]
+        gathered = comm.gather_window_arrays([a.cpu().numpy() for a in local.values()], shapes)
         if gathered is None:
             return None
         windows = []
@@ -401,10 +455,13 @@ class Engine:
             values = dict(zip(names, arrays))
             windows.append(WindowRecord(
                 x_bins=(w.lo, w.hi), ln_g=values["ln_g"], hist=values["hist"], visits=values["visits"],
-                accuracy_sum=values.get("accuracy_sum"), **{name: values.get(name) for name in OFFSET_ARRAYS},
+                accuracy_sum=values.get("accuracy_sum"), y_hist=values.get("y_hist"),
+                **{name: values.get(name) for name in OFFSET_ARRAYS},
                 ln_f=lead.ln_f, stage=lead.stage, per_visit=self.est.per_visit, clock_start=lead.clock_start,
                 one_over_t=lead.one_over_t, converged=lead.converged, flatness=lead.flatness,
                 flatness_all=lead.flatness_all, rare_fraction=lead.rare_fraction, ln_g_change=lead.ln_g_change,
+                settled=lead.settled, recent_flatness=lead.recent_flatness, recent_crossings=lead.recent_crossings,
+                edge_crossings=values["edge_crossings"],
                 init_iterations=max(r.init_iterations for r in ranks), init_seconds=max(r.init_seconds for r in ranks),
                 wall_strength=lead.wall_strength))
         return RunRecord(
@@ -416,7 +473,7 @@ class Engine:
             x_edges=cfg.grid.x.edges, y_edges=cfg.grid.y.edges, windows=windows,
             group_names=self.sampler.counter_names, move_attempted=moves[0], move_accepted=moves[1],
             swap_attempted=swaps[0], swap_accepted=swaps[1], rewl_version=__version__, history=self.history_record(),
-            round_trips=self.round_trips())
+            round_trips=self.round_trips(), y_mode="recorded" if cfg.grid.y_recorded else "flattened")
 
 
 def resume_command(cfg: Config, out_dir: Path | str, resume: bool) -> str:
@@ -428,17 +485,23 @@ def resume_command(cfg: Config, out_dir: Path | str, resume: bool) -> str:
     return " ".join(words + ["--resume" if resume else "--force"])
 
 
-def _claim(cfg: Config, comm: Comm, store: RunStore, resume: bool, force: bool) -> tuple[RunRecord | None, int | None]:
-    """Rank 0's checks of the output directory and its lock: for a resume the stored record and
-    the checkpoint to continue from, else (None, None). StorageError or StartError when the run
-    may not go there."""
+def _claim(cfg: Config, comm: Comm, store: RunStore, resume: bool,
+           force: bool) -> tuple[RunRecord | None, int | None, str]:
+    """Rank 0's checks of the output directory and its lock: for a resume the stored record, the
+    checkpoint to continue from and the override that keeps the run's own y mode (``own_y_mode``),
+    else (None, None, ""). StorageError or StartError when the run may not go there."""
     if not resume:
         problem = store.problem_for_new_run(force) or store.lock()
         if problem:
             raise StartError(problem)
-        return None, None
+        return None, None, ""
     stored = store.read_run()
-    old = parse(stored.deck_text, str(store.run_path), stored.overrides)
+    keep = own_y_mode(stored, cfg)
+    old = parse(stored.deck_text, str(store.run_path), stored.overrides + ((keep,) if keep else ()))
+    if keep:
+        cfg = parse(cfg.text, cfg.path, cfg.overrides + (keep,))
+        print(f"rewl: note: {store.dir} flattens y (it began before rewl recorded y by default); it resumes so "
+              f"(--set {keep})", file=sys.stderr, flush=True)
     resume_step, warning = store.resume_point(comm.size)
     if warning:
         print(f"rewl: warning: {warning}", file=sys.stderr, flush=True)
@@ -450,7 +513,13 @@ def _claim(cfg: Config, comm: Comm, store: RunStore, resume: bool, force: bool) 
     problem = store.lock()
     if problem:
         raise StartError(problem)
-    return stored, resume_step
+    return stored, resume_step, keep
+
+
+def own_y_mode(stored: RunRecord, cfg: Config) -> str:
+    """The `--set` that keeps a stored run's y mode when the deck now resolves to the other one
+    (a run begun before y was recorded by default), else ""."""
+    return "" if stored.y_recorded == cfg.grid.y_recorded else f'grid.y.mode="{stored.y_mode}"'
 
 
 def _build_engine(cfg: Config, comm: Comm, store: RunStore, stop: StopRequest, custom_task: TaskFactory | None) -> Engine:
@@ -480,9 +549,13 @@ def run_deck(cfg: Config, out_dir: str, resume: bool, force: bool, stop: StopReq
     comm = agree(lambda: Comm(cfg.windows.count, cfg.windows.ranks_per_window))
     store = RunStore(out_dir)
     try:
-        stored, resume_step = agree(lambda: _claim(cfg, comm, store, resume, force) if comm.is_root else (None, None))
+        stored, resume_step, keep = agree(lambda: _claim(cfg, comm, store, resume, force) if comm.is_root
+                                          else (None, None, ""))
         if resume:
             resume_step = int(comm.bcast_text(str(resume_step)))
+            keep = comm.bcast_text(keep)
+            if keep:
+                cfg = parse(cfg.text, cfg.path, cfg.overrides + (keep,))
         engine = agree(lambda: _build_engine(cfg, comm, store, stop, custom_task))
         agree(engine.map_devices)
         agree(lambda: _check_same_task(cfg, store, stored, engine))

@@ -54,11 +54,11 @@ def exchange_round(comm: Comm, round_index: int, windows: list[Window], walkers:
     lo_i, lo_j = windows[i].lo, windows[i + 1].lo
     overlap_lo, overlap_hi = windows[i].overlap_with(windows[i + 1])
     grid = windows[w].grid
-    n_y = grid.y.bins
+    n_y = grid.wl_y_bins
     # bins from the CVs themselves: an MD walker in the soft walls lies outside its window, where
     # its stored (clamped) bin would make it look like an overlap walker
     global_x = grid.x.index(walkers.x).cpu().numpy()
-    iy = grid.y.index(walkers.y).cpu().numpy()
+    iy = grid.wl_y_index(walkers.y).cpu().numpy()
     # candidates: walkers in the partner's x range, i.e. in the overlap, and on the y grid
     cand = np.flatnonzero((global_x >= overlap_lo) & (global_x < overlap_hi) & (iy >= 0) & (iy < n_y))
     n_ov = overlap_hi - overlap_lo

@@ -2,11 +2,18 @@
 
 x = ln L_train is split into overlapping windows; y (test accuracy, or a second CV) is shared by
 all of them. A ``Window`` owns the x bins [lo, hi) of the global grid, keeps ln g only over those
-bins, and answers which local bin a walker's CVs fall in. This module depends on nothing else in
+bins, and answers which local bin a walker's CVs fall in.
+
+y has one of two roles (``Grid.y_recorded``). Flattened: Wang-Landau over the 2-D grid, ln g(x, y).
+Recorded: Wang-Landau over x alone (the estimate has one y column, every y inside it) while each
+visit adds its y to a histogram per x bin on the y grid: with a bias that depends on x alone the
+walkers' y at fixed x is distributed as at equilibrium, so S(x, y) = ln g(x) + ln P(y | x)
+(Schulz, Binder, Mueller 2002). This module depends on nothing else in
 the package (the deck's ``[grid]`` tables are read straight into ``Axis``).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +53,16 @@ class Axis:
 class Grid:
     x: Axis
     y: Axis
+    y_recorded: bool = False    # y recorded per x bin (True) or flattened with x (False)
+
+    @property
+    def wl_y_bins(self) -> int:
+        """y bins of the Wang-Landau estimate: 1 when y is recorded, else the y grid's."""
+        return 1 if self.y_recorded else self.y.bins
+
+    def wl_y_index(self, values: torch.Tensor) -> torch.Tensor:
+        """The Wang-Landau y bin of each value (any shape): 0 when y is recorded (any y, nan too)."""
+        return torch.zeros(values.shape, dtype=torch.long, device=values.device) if self.y_recorded else self.y.index(values)
 
 
 def window_bins(n_x: int, count: int, overlap: float) -> list[tuple[int, int]]:
@@ -75,8 +92,9 @@ def window_bins(n_x: int, count: int, overlap: float) -> list[tuple[int, int]]:
 class Window:
     """Window `index` of a run: the global x bins [lo, hi) and every y bin of the grid.
 
-    Local bins: ix in [0, n_x) counts from lo; iy is the global y bin. The window's estimate
-    arrays are (n_x, n_y)."""
+    Local bins: ix in [0, n_x) counts from lo; iy is the Wang-Landau y bin (the global y bin, or
+    0 when y is recorded). The window's estimate arrays are (n_x, n_y); its recorded y
+    histogram, when y is recorded, (n_x, grid.y.bins)."""
 
     index: int
     grid: Grid
@@ -94,7 +112,12 @@ class Window:
 
     @property
     def n_y(self) -> int:
-        return self.grid.y.bins
+        return self.grid.wl_y_bins
+
+    @property
+    def recorded_y_bins(self) -> int:
+        """y bins of the recorded y histogram (the y grid's), 0 when y is flattened."""
+        return self.grid.y.bins if self.grid.y_recorded else 0
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -108,7 +131,8 @@ class Window:
 
     @property
     def y_range(self) -> tuple[float, float]:
-        return self.grid.y.min, self.grid.y.max
+        """The y a walker of the window may have: the y grid's range, anything when y is recorded."""
+        return (-math.inf, math.inf) if self.grid.y_recorded else (self.grid.y.min, self.grid.y.max)
 
     def bin(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Local bins of CVs x, y (B,): ix (B,) in [0, n_x), iy (B,) in [0, n_y), and inside (B,) bool.
@@ -116,13 +140,17 @@ class Window:
         Values outside the window are flagged by `inside` and their indices clamped, so lookups
         stay legal."""
         ix = self.grid.x.index(x) - self.lo
-        iy = self.grid.y.index(y)
+        iy = self.grid.wl_y_index(y)
         inside = (ix >= 0) & (ix < self.n_x) & (iy >= 0) & (iy < self.n_y)
         return ix.clamp_(0, self.n_x - 1), iy.clamp_(0, self.n_y - 1), inside
 
     def fractional(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fractional local bin coordinates (B,) each: bin k spans [k, k + 1)."""
-        return (x - self.grid.x.min) / self.grid.x.width - self.lo, (y - self.grid.y.min) / self.grid.y.width
+        """Fractional local bin coordinates (B,) each: bin k spans [k, k + 1) (y: 1/2, the centre of
+        the one Wang-Landau y bin, when y is recorded)."""
+        fx = (x - self.grid.x.min) / self.grid.x.width - self.lo
+        if self.grid.y_recorded:
+            return fx, torch.full_like(y, 0.5)
+        return fx, (y - self.grid.y.min) / self.grid.y.width
 
     def overlap_with(self, upper: Window) -> tuple[int, int]:
         """The global x bins [lo, hi) this window shares with the next one up."""

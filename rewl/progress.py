@@ -18,10 +18,13 @@ def hms(seconds: float) -> str:
 
 
 class ProgressLine:
-    """Per window: ln f, flatness (the schedule's / over every visited bin), the fraction of rare
-    visited bins, the change of ln g since the previous checkpoint (dS), move rate (and kinetic
-    temperature under wlmd); swap acceptance per window pair and the walkers' round trips between
-    the end windows (and the walls' c when tuned); ln f progress; elapsed time and the time left in the step budget."""
+    """Per window (marked + when settled, * when the run converged): ln f, flatness (the
+    schedule's / over every visited bin), the fraction of rare visited bins; over the last
+    checkpoint interval the change of ln g (dS), the flatness of its visits (rflat) and the
+    crossings of the window's least crossed x edge (cross); move rate (and kinetic temperature under wlmd); swap
+    acceptance per window pair and the walkers' round trips between the end windows (and the
+    walls' c when tuned); ln f progress and the windows settled; elapsed time and the time left in
+    the step budget."""
 
     HOT = 1.5       # kinetic temperature above which the Langevin integration is called unstable
     LOW_RATE = 0.5  # a window's move rate under which `low_rate_hint` is shown (when there is one)
@@ -51,9 +54,12 @@ class ProgressLine:
             ranks = self._window(statuses, k)
             lead = ranks[0]
             rate = accepted / max(1.0, attempted)
-            part = (f"w{k}{'*' if lead.converged else ''} lnf={lead.ln_f:.2e} flat={lead.flatness:.2f}"
+            mark = "*" if lead.converged else "+" if lead.settled else ""
+            part = (f"w{k}{mark} lnf={lead.ln_f:.2e} flat={lead.flatness:.2f}"
                     f"/{lead.flatness_all:.2f} rare={lead.rare_fraction:.2f}"
                     + (f" dS={lead.ln_g_change:.2g}" if np.isfinite(lead.ln_g_change) else "")
+                    + (f" rflat={lead.recent_flatness:.2f}" if np.isfinite(lead.recent_flatness) else "")
+                    + (f" cross={lead.recent_crossings:.3g}" if np.isfinite(lead.recent_crossings) else "")
                     + f" {self.rate_label}={rate:.2f}")
             temperature = np.mean([r.kinetic_t for r in ranks])
             if np.isfinite(temperature):
@@ -66,10 +72,12 @@ class ProgressLine:
             ranks = self._window(statuses, k)
             swaps.append(f"{sum(r.swap_accepted for r in ranks) / max(1.0, sum(r.swap_attempted for r in ranks)):.2f}")
         progress = min(self.schedule.progress(r.ln_f, r.converged, step) for r in statuses)
+        settled = sum(r.settled for r in statuses[:: self.ranks_per_window])
         trips = sum(r.round_trips for r in statuses)
         return (f"step {step}/{self.max_steps} | " + " | ".join(parts)
                 + (f" | swap {' '.join(swaps)} | trips {trips:.0f}" if swaps else "")
-                + f" | ln f progress {100 * progress:.0f}% | {hms(elapsed)} elapsed, budget ends in {hms(seconds_left)}")
+                + f" | ln f progress {100 * progress:.0f}%, settled {settled}/{self.n_windows}"
+                + f" | {hms(elapsed)} elapsed, budget ends in {hms(seconds_left)}")
 
     def show(self, step: int, statuses: list[RankStatus], elapsed: float, seconds_left: float,
              final: bool = False, status: str = "") -> None:

@@ -36,7 +36,8 @@ def offset_moments(holder: Any) -> tuple[Any, ...] | None:
 
 @dataclass(kw_only=True)
 class EstimateRecord:
-    """A window's entropy estimate and its schedule state. Arrays are (n_x, n_y) float64."""
+    """A window's entropy estimate and its schedule state. Arrays are (n_x, n_y) float64 (n_y = 1
+    when y is recorded; y_hist is then (n_x, the grid's y bins))."""
 
     ln_g: np.ndarray = compressed()
     hist: np.ndarray = compressed()           # visits in the current stage of the schedule
@@ -62,6 +63,14 @@ class EstimateRecord:
     rare_fraction: float = float("nan")       # visited bins with visits below 10 % of the median
     ln_g_change: float = float("nan")         # max |change of ln g| since the previous checkpoint, after its constant
     ln_g_checkpoint: np.ndarray | None = compressed(None)   # ln g at the previous checkpoint (checkpoints only)
+    y_hist: np.ndarray | None = compressed(None)   # (n_x, n_y of the grid) y recorded: visits per y bin
+    edge_crossings: np.ndarray | None = None  # (n_x - 1,) walker moves across each x edge over the run
+    # over the last checkpoint interval (``Estimate.mark_checkpoint``; older files: not settled, nan)
+    settled: bool = False                     # the window's estimate stopped moving (``Schedule.settle``)
+    recent_flatness: float = float("nan")     # flatness of the interval's visits
+    recent_crossings: float = float("nan")    # crossings of the window's least crossed x edge in it
+    visits_checkpoint: np.ndarray | None = compressed(None)   # visits at the previous checkpoint (checkpoints only)
+    crossings_checkpoint: np.ndarray | None = None            # edge_crossings then (checkpoints only)
 
     def offset_moments(self) -> tuple[np.ndarray, ...] | None:
         return offset_moments(self)
@@ -139,6 +148,12 @@ class RunRecord:
     deck_overrides: str = "[]"                # JSON list of the run's `--set TABLE.KEY=VALUE`
     round_trips: float = float("nan")         # walkers' round trips between the lowest and the highest window
                                               # (nan: one window, or a file that did not record them)
+    y_mode: str = "flattened"                 # "recorded": windows' ln g is (n_x, 1) and y_hist holds P(y | x)
+                                              # ("flattened" in files written before y could be recorded)
+
+    @property
+    def y_recorded(self) -> bool:
+        return self.y_mode == "recorded"
 
     @property
     def overrides(self) -> tuple[str, ...]:

@@ -1,14 +1,15 @@
 """``rewl info RUN``: a summary of a run file, read through RunStore."""
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import joining
 from .config import Config, DeckError, SamplerConfig, ScheduleConfig, parse
+from .schedule import MIN_CROSSINGS
 from .storage import RunRecord, RunStore, StorageError
 from .wl import deep_bins, reach_fraction, time_per_bin
 
@@ -44,20 +45,24 @@ def info(path: str) -> int:
     move_rate = rec.move_accepted.sum(axis=1) / np.maximum(1, rec.move_attempted.sum(axis=1))
     # wlmd has no acceptance: its column is the fraction of walker-steps inside the window
     rate_name = "  inside  " if rec.sampler == "wlmd" else "acceptance"
-    print(f"  window  x range              ln f       stage        t  flat (all)   rare  d ln g  visited  deep  {rate_name}  "
-          "init iters (s)")
+    print(f"  window  x range              ln f       stage        t  flat (all)   rare  d ln g  rflat  cross  visited  deep  "
+          f"{rate_name}  init iters (s)")
     depth = decide_depth(rec)
     for k, w in enumerate(rec.windows):
         deep = int(deep_bins(torch.as_tensor(w.ln_g), torch.as_tensor(w.visits), depth).sum())
         lo, hi = w.x_bins
-        mark = " converged" if w.converged else (" 1/t" if w.one_over_t else "")
+        mark = " converged" if w.converged else " settled" if w.settled else (" 1/t" if w.one_over_t else "")
         print(f"  {k:<6d}  [{rec.x_edges[lo]:7.3f}, {rec.x_edges[hi]:7.3f})  {w.ln_f:9.3e}  {w.stage:5d}  "
               f"{time_per_bin(w.visits, w.clock_start, w.per_visit, rec.steps):7.3g}  "
               f"{w.flatness:4.2f} ({_num(w.flatness_all, 2)})  {_num(w.rare_fraction, 3)}  {_num(w.ln_g_change, 3):>6}  "
+              f"{_num(w.recent_flatness, 2):>5}  {_num(w.recent_crossings, 0):>5}  "
               f"{int((w.visits > 0).sum()):7d}  {deep:4d}  {move_rate[k]:10.3f}  {w.init_iterations} ({w.init_seconds:.1f}){mark}")
     print("  t: 1/t's time (1/t sets ln f = 1/t once halving would go below it); flat: the schedule's criterion "
           "(0 while a deep bin is a trap; all: over every visited bin);\n  rare: visited bins with visits below "
-          "10 % of the median; d ln g: largest change of ln g since the previous checkpoint, after its constant;\n  "
+          "10 % of the median; since the previous checkpoint: d ln g, the largest change of ln g after its constant, "
+          "rflat, the flatness of the visits (min H / mean H or mean H / max H), cross, the crossings of the least "
+          "crossed x edge;\n  settled: ln f at ln_f_final, d ln g <= tolerance, rflat >= flatness and cross >= "
+          f"{MIN_CROSSINGS} (the run converged when every window settled at one checkpoint and the windows join);\n  "
           f"deep: visited bins more than decide_depth = {depth:g} below the top of their x row (not in the flat test "
           "unless visited more than the rest: a trap)")
     _partial_bins(rec)
@@ -69,7 +74,9 @@ def info(path: str) -> int:
         print(f"  round trips of walkers between windows 0 and {rec.n_windows - 1}: {_num(rec.round_trips, 0)} "
               f"({_num(rec.round_trips / (rec.walkers_per_rank * rec.ranks_per_window * rec.n_windows), 2)} per walker)")
     if rec.status != "converged":
-        print(f"  NOT CONVERGED ({rec.status}): the landscape is an estimate in progress; see the diagnostics above")
+        settled = sum(w.settled for w in rec.windows)
+        print(f"  NOT CONVERGED ({rec.status}; {settled} of {rec.n_windows} windows settled): the landscape is an "
+              "estimate in progress; see the diagnostics above")
     if rec.task == "box_quadratic":
         _exact_check(rec)
     return 0
@@ -112,13 +119,18 @@ def _exact_check(rec: RunRecord) -> None:
     errors = []
     for w in rec.windows:
         lo, hi = w.x_bins
-        mask = w.visits > 0
+        ln_g, visits = joining.recorded_view(rec, w)
+        mask = visits >= RECORDED_MIN_VISITS if rec.y_recorded else visits > 0
         if not np.isfinite(exact[lo:hi][mask]).all():
             print("  exact check: walkers visited bins next to E = k a^2, where the numerical exact S is not reliable")
             return
-        errors.append(max_error_after_constant(w.ln_g, exact[lo:hi], mask) if mask.any() else float("nan"))
-    print(f"  exact check: max |S - S_exact| over visited bins, after each window's constant: "
+        errors.append(max_error_after_constant(ln_g, exact[lo:hi], mask) if mask.any() else float("nan"))
+    where = f"bins of {RECORDED_MIN_VISITS} recorded visits or more" if rec.y_recorded else "visited bins"
+    print(f"  exact check: max |S - S_exact| over {where}, after each window's constant: "
           f"{' '.join(f'{e:.3f}' for e in errors)}")
+
+
+RECORDED_MIN_VISITS = 1000    # y recorded: the exact check counts bins whose P(y | x) rests on this many samples
 
 
 def decide_depth(rec: RunRecord) -> float:
@@ -130,18 +142,14 @@ def decide_depth(rec: RunRecord) -> float:
 
 
 def edge_rows(rec: RunRecord) -> int:
-    """How many x rows at a window's inner edge its own estimate may bias: 1 (walkers are turned
-    back there), and for WLMD the kernel's width rounded up, ceil(`kernel_width`): the kernel is
-    mirrored at the edge and the soft walls act there, and on the MNIST CNN (kernel 2 bins) the
-    second row from window 0's top edge stood 4 units off the next window's estimate after 16,000
-    steps where the rows inside agreed within about 1.5 (docs/results.md)."""
+    """``joining.edge_rows`` of the run's sampler (the default kernel for a run whose deck this
+    version no longer reads)."""
     if rec.sampler != "wlmd":
         return 1
     try:
-        width = _deck(rec).sampler.kernel_width
+        return joining.edge_rows(_deck(rec).sampler)
     except DeckError:
-        width = SamplerConfig().kernel_width
-    return max(1, math.ceil(width))
+        return joining.edge_rows(SamplerConfig(kind="wlmd"))
 
 
 def _deck(rec: RunRecord) -> Config:

@@ -34,6 +34,9 @@ class RankStatus:
     ln_g_change: float           # since the previous checkpoint, after its constant
     round_trips: float           # completed round trips of this rank's walkers
     wall_strength: float         # c of the soft walls (wlmd), nan otherwise
+    settled: bool                # the window's estimate stopped moving at the last checkpoint
+    recent_flatness: float       # over the last checkpoint interval (``Estimate.mark_checkpoint``)
+    recent_crossings: float      # of the window's least crossed x edge, over the last checkpoint interval
 
     def to_array(self) -> np.ndarray:
         """(n_fields,) float64, for one allgather."""

@@ -3,6 +3,7 @@ Pure tensor code, no MPI.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -94,7 +95,7 @@ def drive_into_window(task: Task, params: torch.Tensor, x_range: Bounds, y_range
                       max_iterations: int, learning_rate: float) -> tuple[torch.Tensor, int]:
     """Move walkers (B, n_params) by Adam steps, kept in the box, until x lies in the central half
     of x_range (one range, or one per walker: two (B,) tensors, ``spread_targets``) and a
-    differentiable y inside y_range; walkers that arrive stop moving.
+    differentiable y inside y_range (unless it is infinite: y recorded); walkers that arrive stop moving.
 
     Random weights sit at high training loss; windows may lie below or above it, so the drive goes
     either way: the loss is relu(|x - centre| - width / 4), not squared, so Adam's steps keep
@@ -113,6 +114,7 @@ def drive_into_window(task: Task, params: torch.Tensor, x_range: Bounds, y_range
         return torch.where(torch.isfinite(values), out, torch.full_like(out, 1e3))
 
     params = params.clone()
+    steer_y = all(math.isfinite(end) for end in y_range)
     lo_all, hi_all = float(torch.as_tensor(x_range[0]).min()), float(torch.as_tensor(x_range[1]).max())
     arrived_before = -1
     m = torch.zeros_like(params)
@@ -123,7 +125,7 @@ def drive_into_window(task: Task, params: torch.Tensor, x_range: Bounds, y_range
         with torch.enable_grad():
             x = task.x_of(p)
             off = miss(x, *x_range, 0.25)
-            y = task.y_of(p)
+            y = task.y_of(p) if steer_y else None
             if y is not None:
                 off = off + miss(y, *y_range, 0.05)
             grad, = torch.autograd.grad(off.sum(), p)

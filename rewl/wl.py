@@ -29,7 +29,7 @@ class Estimate:
     clock_start: float = 0.0  # walker visits of the window (visits.sum()) when the current stage began; in the
                               # 1/t regime, when the stage that led to it began (1/t's t counts from there)
     one_over_t: bool = False  # True once the 1/t schedule took over
-    converged: bool = False
+    converged: bool = False  # the run converged (every window settled and the windows join): ln g is final
     flatness: float = 0.0   # at the last flatness check: the schedule's criterion (``flatness``)
     accuracy_sum: torch.Tensor | None = None  # (n_x, n_y) hard test accuracy summed over visits (wlmd
                                               # with a smoothed accuracy as y); mean = accuracy_sum / visits
@@ -44,29 +44,54 @@ class Estimate:
     ln_g_checkpoint: torch.Tensor | None = None  # (n_x, n_y) ln g at the previous checkpoint
     reach: torch.Tensor | None = None  # (n_x, n_y) wlmd: the bins' reachable fractions, set by the sampler at
                                        # each synchronisation (``reach_fraction``); not stored with the estimate
-    deposit_table: KernelTable | None = None  # wlmd with [sampler] flatness_of = "deposits": the deposits, set
-                                              # like `reach`; the flatness test then measures ``stage_deposits``
+    y_hist: torch.Tensor | None = None  # (n_x, n_y of the grid) y recorded: the walkers' visits per y bin
+                                        # (``record_y``); P(y | x) = y_hist / its row sum
+    edge_crossings: torch.Tensor | None = None  # (n_x - 1,) walker moves across the edge between x bins i and
+                                                # i + 1, either way, over the run (``fold_crossings``)
+    # over the stretch since its reference checkpoint: the previous one, or once ln f is at its end the
+    # first one after (``mark_checkpoint``; ``Schedule.settle`` reads them)
+    settled: bool = False              # the window's estimate stopped moving (``Schedule.settle``)
+    recent_flatness: float = float("nan")   # flatness of the interval's visits (``recent_flatness``)
+    recent_crossings: float = float("nan")  # crossings of the window's least crossed x edge in it
+    visits_checkpoint: torch.Tensor | None = None     # (n_x, n_y) visits when the stretch began
+    crossings_checkpoint: torch.Tensor | None = None  # (n_x - 1,) edge_crossings when the stretch began
 
     @classmethod
     def zeros(cls, shape: tuple[int, int], ln_f: float, device: torch.device, walkers: int = 1,
-              with_accuracy: bool = False, with_offsets: bool = False) -> Estimate:
+              with_accuracy: bool = False, with_offsets: bool = False, recorded_y_bins: int = 0) -> Estimate:
+        """A fresh estimate; `recorded_y_bins` > 0: y is recorded on that many bins (``y_hist``)."""
         z = lambda: torch.zeros(shape, dtype=torch.float64, device=device)  # noqa: E731
         offsets = {name: z() for name in OFFSET_ARRAYS} if with_offsets else {}
-        return cls(z(), z(), z(), ln_f, walkers, accuracy_sum=z() if with_accuracy else None, **offsets)
+        y_hist = torch.zeros((shape[0], recorded_y_bins), dtype=torch.float64, device=device) if recorded_y_bins else None
+        return cls(z(), z(), z(), ln_f, walkers, accuracy_sum=z() if with_accuracy else None, y_hist=y_hist,
+                   edge_crossings=torch.zeros(shape[0] - 1, dtype=torch.float64, device=device), **offsets)
 
     def merged_arrays(self) -> tuple[str, ...]:
         """Names of the arrays whose increments the ranks of a window sum."""
-        optional = ("accuracy_sum",) + OFFSET_ARRAYS
+        optional = ("accuracy_sum", "y_hist", "edge_crossings") + OFFSET_ARRAYS
         return ("ln_g", "hist", "visits") + tuple(name for name in optional if getattr(self, name) is not None)
 
-    def mark_checkpoint(self, scheduled: bool = True) -> None:
-        """Measure how much ln g changed since the previous scheduled checkpoint; a scheduled one
-        becomes the new reference. (A stop or the end of the budget writes unscheduled ones: where
-        a run was interrupted must not change what it reports.)"""
+    def mark_checkpoint(self, scheduled: bool = True, depth: float = math.inf, keep_stretch: bool = False) -> None:
+        """Measure how much ln g changed since the previous scheduled checkpoint (after its
+        constant), and over the stretch since its reference checkpoint how flat the visits were
+        (``recent_flatness``, leaving out bins `depth` below the top of their x row) and how often
+        walkers crossed the window's least crossed x edge. A scheduled checkpoint becomes the new
+        reference of both, except that with `keep_stretch` (ln f is at its end) the stretch goes
+        on from where it began: it grows until it holds the statistics to settle the window. A stop
+        or the end of the budget writes unscheduled checkpoints: where a run was interrupted must
+        not change what it reports."""
         if self.ln_g_checkpoint is not None:
             self.ln_g_change = ln_g_change(self.ln_g_checkpoint, self.ln_g, self.visits > 0)
+        if self.visits_checkpoint is not None:
+            self.recent_flatness = recent_flatness(self.visits - self.visits_checkpoint, self.visits, self.ln_g,
+                                                   self.reach, depth)
+        if self.crossings_checkpoint is not None:
+            self.recent_crossings = float((self.edge_crossings - self.crossings_checkpoint).min())
         if scheduled or self.ln_g_checkpoint is None:
             self.ln_g_checkpoint = self.ln_g.clone()
+        if (scheduled and not keep_stretch) or self.visits_checkpoint is None:
+            self.visits_checkpoint = self.visits.clone()
+            self.crossings_checkpoint = self.edge_crossings.clone()
 
     def to_record(self) -> EstimateRecord:
         n = lambda a: None if a is None else a.cpu().numpy()  # noqa: E731
@@ -76,7 +101,11 @@ class Estimate:
                               flatness=self.flatness, accuracy_sum=n(self.accuracy_sum),
                               **{name: n(getattr(self, name)) for name in OFFSET_ARRAYS},
                               flatness_all=self.flatness_all, rare_fraction=self.rare_fraction,
-                              ln_g_change=self.ln_g_change, ln_g_checkpoint=n(self.ln_g_checkpoint))
+                              ln_g_change=self.ln_g_change, ln_g_checkpoint=n(self.ln_g_checkpoint),
+                              y_hist=n(self.y_hist), edge_crossings=n(self.edge_crossings), settled=self.settled,
+                              recent_flatness=self.recent_flatness, recent_crossings=self.recent_crossings,
+                              visits_checkpoint=n(self.visits_checkpoint),
+                              crossings_checkpoint=n(self.crossings_checkpoint))
 
     @classmethod
     def from_record(cls, rec: EstimateRecord, walkers: int, device: torch.device) -> Estimate:
@@ -85,7 +114,12 @@ class Estimate:
                    float(rec.clock_start),
                    bool(rec.one_over_t), bool(rec.converged), float(rec.flatness), t(rec.accuracy_sum),
                    *(t(getattr(rec, name)) for name in OFFSET_ARRAYS), float(rec.flatness_all),
-                   float(rec.rare_fraction), float(rec.ln_g_change), t(rec.ln_g_checkpoint))
+                   float(rec.rare_fraction), float(rec.ln_g_change), t(rec.ln_g_checkpoint), y_hist=t(rec.y_hist),
+                   edge_crossings=(torch.zeros(rec.ln_g.shape[0] - 1, dtype=torch.float64, device=device)  # older files
+                                   if rec.edge_crossings is None else t(rec.edge_crossings)),
+                   settled=bool(rec.settled), recent_flatness=float(rec.recent_flatness),
+                   recent_crossings=float(rec.recent_crossings), visits_checkpoint=t(rec.visits_checkpoint),
+                   crossings_checkpoint=t(rec.crossings_checkpoint))
 
     def offset_moments(self) -> tuple[torch.Tensor, ...] | None:
         return offset_moments(self)
@@ -125,6 +159,34 @@ def deposit(est: Estimate, ix: torch.Tensor, iy: torch.Tensor) -> None:
     est.hist.view(-1).index_add_(0, flat, ones)
     est.visits.view(-1).index_add_(0, flat, ones)
     est.ln_g.view(-1).index_add_(0, flat, ones * est.visit_increment())
+
+
+def record_y(est: Estimate, ix: torch.Tensor, iy_grid: torch.Tensor, inside: torch.Tensor) -> None:
+    """Count each walker's y in the recorded y histogram: walkers in local x bins ix (B,) with y
+    bins iy_grid (B,) of the grid's y axis (``Axis.index``: -1 or n_y outside it, not counted);
+    `inside` (B,) bool: False for walkers outside the window (WLMD's soft walls), not counted.
+    P(y | x) is exact for any bias that depends on x alone, so every sample counts whatever the
+    schedule, a converged window's too."""
+    n_y = est.y_hist.shape[1]
+    counts = ((iy_grid >= 0) & (iy_grid < n_y) & inside).double()
+    flat = ix * n_y + iy_grid.clamp(0, n_y - 1)
+    est.y_hist.view(-1).index_add_(0, flat, counts)
+
+
+def mark_crossings(marks: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> None:
+    """Count the x edges the walkers crossed in one step, from local x bins `before` to `after`
+    (B,) each, into `marks` (n_x,): +1 at the lower bin and -1 at the upper one of each move, so
+    that the cumulative sum counts every edge in between (``fold_crossings``)."""
+    moved = (before != after).double()
+    marks.index_add_(0, torch.minimum(before, after), moved)
+    marks.index_add_(0, torch.maximum(before, after), -moved)
+
+
+def fold_crossings(est: Estimate, marks: torch.Tensor) -> None:
+    """Add the crossings `marks` (n_x,) gathered since the last fold (``mark_crossings``) to
+    est.edge_crossings (n_x - 1,) and clear them."""
+    est.edge_crossings += marks.cumsum(0)[:-1]
+    marks.zero_()
 
 
 def level_unvisited(ln_g: torch.Tensor, visits: torch.Tensor) -> None:
@@ -258,18 +320,6 @@ def deposit_kernel(est: Estimate, ix: torch.Tensor, iy: torch.Tensor, inside: to
         u_x, u_y = (torch.where(inside, u.double(), 0.0) for u in offsets)    # where, not x 0: a wall walker's may be inf
         for total, value in zip(moments, (u_x, u_y, u_x * u_x, u_y * u_y)):
             total.view(-1).index_add_(0, own, value)
-
-
-def stage_deposits(hist: torch.Tensor, table: KernelTable) -> torch.Tensor:
-    """What the visits of a stage histogram `hist` (n_x, n_y) raised ln g by, per unit of ln f:
-    (n_x, n_y). A visit of bin a counts `visit_weight[a]` in the histogram and deposits
-    `weights[a]` (which include that weight) over `targets[a]` (``deposit_kernel``), so the
-    histogram deposited sum_a hist_a weights[a] / visit_weight[a]. A flat histogram deposits
-    evenly (the table's rows and columns sum to 1 over the reachable region)."""
-    per_visit = hist.reshape(-1) / table.visit_weight                        # visits of each bin
-    deposited = torch.zeros(hist.numel(), dtype=hist.dtype, device=hist.device)
-    deposited.index_add_(0, table.targets.reshape(-1), (per_visit[:, None] * table.weights).reshape(-1))
-    return deposited.view(hist.shape)
 
 
 def reachable_scale(visits: torch.Tensor, mirrored: KernelTable, start: torch.Tensor | None = None,
@@ -421,15 +471,6 @@ def wall_slope(values: torch.Tensor, lo: float, hi: float, strength: float) -> t
     return 2.0 * strength * (torch.relu(values - hi) - torch.relu(lo - values))
 
 
-def established_bins(visits: torch.Tensor, min_fraction: float) -> torch.Tensor:
-    """Bins visited at least `min_fraction` x the mean visits of visited bins over the run (bool).
-    min_fraction = 0 (the default) gives every visited bin."""
-    visited = visits > 0
-    if min_fraction <= 0 or not bool(visited.any()):
-        return visited
-    return visited & (visits >= min_fraction * visits[visited].mean())
-
-
 def deep_bins(ln_g: torch.Tensor, visits: torch.Tensor, depth: float) -> torch.Tensor:
     """Visited bins whose ln g lies more than `depth` below the highest ln g of the visited bins of
     their own x row: (n_x, n_y) bool. At that x such a bin holds less than e^-depth of the weight
@@ -439,8 +480,7 @@ def deep_bins(ln_g: torch.Tensor, visits: torch.Tensor, depth: float) -> torch.T
     return visited & (ln_g < row_top - depth)
 
 
-def trapped_bins(hist: torch.Tensor, visits: torch.Tensor, ln_g: torch.Tensor, depth: float, min_fraction: float,
-                 flat: float) -> torch.Tensor:
+def trapped_bins(hist: torch.Tensor, visits: torch.Tensor, ln_g: torch.Tensor, depth: float, flat: float) -> torch.Tensor:
     """Deep bins (``deep_bins``) the walkers keep entering: stage visits above mean H / `flat`, the
     mean over the bins the flat test counts. (n_x, n_y) bool.
 
@@ -451,24 +491,23 @@ def trapped_bins(hist: torch.Tensor, visits: torch.Tensor, ln_g: torch.Tensor, d
     4.5 times the mean visits), and left out of the flat test as a fringe bin it would let ln f fall
     until the trap could never fill."""
     deep = deep_bins(ln_g, visits, depth)
-    counted = established_bins(visits, min_fraction) & ~deep
+    counted = (visits > 0) & ~deep
     if not bool(deep.any()) or not bool(counted.any()):
         return torch.zeros_like(deep)
     return deep & (hist > float(hist[counted].mean()) / flat)
 
 
-def flatness(hist: torch.Tensor, visits: torch.Tensor, min_fraction: float, ln_g: torch.Tensor | None = None,
+def flatness(hist: torch.Tensor, visits: torch.Tensor, ln_g: torch.Tensor | None = None,
              depth: float = math.inf) -> float:
-    """min H / mean H over the visited bins (``established_bins``: all of them by default) that are
-    not more than `depth` below the top of their x row (``deep_bins``; needs `ln_g`); 0 until every
-    x row of the window was visited.
+    """min H / mean H over the visited bins that are not more than `depth` below the top of their
+    x row (``deep_bins``; needs `ln_g`); 0 until every x row of the window was visited.
 
     The x range of a window is known in advance, its y range is not: like the "all bins visited"
     rule of Belardinelli and Pereyra, ln f may not fall before walkers have reached both ends of
     the window, or the unexplored rows would never be filled."""
     if not bool((visits.sum(dim=1) > 0).all()):
         return 0.0
-    counted = established_bins(visits, min_fraction)
+    counted = visits > 0
     if ln_g is not None and math.isfinite(depth):
         counted = counted & ~deep_bins(ln_g, visits, depth)
     if not bool(counted.any()):
@@ -493,6 +532,26 @@ def visit_diagnostics(hist: torch.Tensor, visits: torch.Tensor, reach: torch.Ten
     v = (visits if reach is None else visits / reach)[visited]
     rare = float((v < RARE * v.median()).double().mean())
     return (float(h.min()) / mean if mean > 0 else 0.0), rare
+
+
+def recent_flatness(recent: torch.Tensor, visits: torch.Tensor, ln_g: torch.Tensor, reach: torch.Tensor | None = None,
+                    depth: float = math.inf) -> float:
+    """How flat the visits `recent` (n_x, n_y) of a stretch of the run are: min(min H / mean H,
+    mean H / max H) over the visited bins (``visits`` > 0) that are not `depth` below the top of
+    their x row (``deep_bins``); 0 until every x row was visited, nan without visits. With `reach`
+    (``reach_fraction``) visits count per unit of reachable area.
+
+    At a fixed ln g the walkers visit bin b in proportion to g(b) / g_est(b): a stretch whose
+    visits are flat within a factor F has ln g right within ln F there, whatever ln f did, so long
+    as its walkers crossed between the bins in it (``Estimate.recent_crossings``)."""
+    if not bool((visits.sum(dim=1) > 0).all()):
+        return 0.0
+    counted = (visits > 0) & ~deep_bins(ln_g, visits, depth) if math.isfinite(depth) else visits > 0
+    h = (recent if reach is None else recent / reach)[counted]
+    mean = float(h.mean()) if h.numel() else 0.0
+    if mean <= 0:
+        return float("nan")
+    return min(float(h.min()) / mean, mean / float(h.max()))
 
 
 def ln_g_change(before: torch.Tensor, after: torch.Tensor, mask: torch.Tensor) -> float:

@@ -61,7 +61,7 @@ CUSTOM = {
     "task": {"kind": "custom"},
     "sampler": {"walkers_per_rank": 64, "sigma_initial": 0.3},
     "grid.x": {"min": -3.0, "max": 0.6, "width": 0.15},
-    "grid.y": {"min": -3.0, "max": 0.6, "width": 0.15},
+    "grid.y": {"min": -3.0, "max": 0.6, "width": 0.15, "mode": "flattened"},   # as box_quadratic's, for equal bits
     "windows": {"count": 2, "overlap": 0.75},
     "schedule": {"kind": "1/t", "ln_f_final": 1e-6},
     "output": {"checkpoint_interval": 5000},

@@ -26,7 +26,6 @@ from rewl.wl import (
     deposit,
     deposit_kernel,
     entropy_slopes,
-    established_bins,
     flatness,
     gaussian_kernel,
     kernel_table,
@@ -35,7 +34,6 @@ from rewl.wl import (
     reach_fraction,
     reachable_scale,
     reflect,
-    stage_deposits,
     trapped_bins,
     visit_diagnostics,
     wall_slope,
@@ -88,10 +86,9 @@ def test_deposit_counts_repeated_bins_and_flatness():
     legacy.per_visit = False                                     # a run begun before schema 4
     deposit(legacy, torch.tensor([0, 0]), torch.tensor([1, 1]))
     assert legacy.ln_g.tolist() == [[0, 0.5], [0, 0], [0, 0]]   # ln f per step of its 2 walkers
-    assert flatness(est.hist, est.visits, 0.0) == 0.0          # x row 1 never visited: not flat
+    assert flatness(est.hist, est.visits) == 0.0          # x row 1 never visited: not flat
     deposit(est, torch.tensor([1]), torch.tensor([0]))
-    assert flatness(est.hist, est.visits, 0.0) == pytest.approx(1 / (4 / 3))
-    assert flatness(est.hist, est.visits, 0.9) == 1.0           # only the bin of 2 visits is established
+    assert flatness(est.hist, est.visits) == pytest.approx(1 / (4 / 3))
 
 
 def test_unvisited_bins_are_leveled_with_their_lowest_visited_neighbours():
@@ -114,47 +111,46 @@ def test_only_bins_far_below_their_row_top_are_left_out_of_the_flat_test():
     visits = torch.tensor([[1000.0, 1000, 3], [1000, 1000, 1000]], dtype=torch.float64)
     ln_g = torch.tensor([[400.0, 380.0, 250.0], [300.0, 310.0, 320.0]], dtype=torch.float64)
     assert deep_bins(ln_g, visits, 100.0).tolist() == [[False, False, True], [False, False, False]]
-    assert flatness(hist, visits, 0.0, ln_g, 100.0) == 1.0
-    assert flatness(hist, visits, 0.0, ln_g, 200.0) == 0.0
-    assert flatness(hist, visits, 0.0) == 0.0                   # no ln g given: every visited bin decides
+    assert flatness(hist, visits, ln_g, 100.0) == 1.0
+    assert flatness(hist, visits, ln_g, 200.0) == 0.0
+    assert flatness(hist, visits) == 0.0                   # no ln g given: every visited bin decides
     ln_g[0, 2] = 350.0                                           # 50 below its row's top: it decides
-    assert flatness(hist, visits, 0.0, ln_g, 100.0) == 0.0
+    assert flatness(hist, visits, ln_g, 100.0) == 0.0
     ln_g[0, 2] = 450.0                                           # too high (rarely visited because of it)
-    assert flatness(hist, visits, 0.0, ln_g, 100.0) == 0.0
+    assert flatness(hist, visits, ln_g, 100.0) == 0.0
     visits[0, 2] = 0.0                                           # never visited: not in any row's top
     ln_g[0, 2] = 1e4
-    assert not deep_bins(ln_g, visits, 100.0).any() and flatness(hist, visits, 0.0, ln_g, 100.0) == 1.0
+    assert not deep_bins(ln_g, visits, 100.0).any() and flatness(hist, visits, ln_g, 100.0) == 1.0
 
 
 def test_a_deep_bin_the_walkers_keep_entering_is_a_trap_that_holds_ln_f():
     """A bin 150 below its row's top visited less than the counted bins is a fringe bin, left out of
     the flat test; visited more than their mean / flatness it is a trap (its ln g too low): the
-    stage is not flat, ln f holds (1/t too) and the window does not converge until it fills."""
+    stage is not flat and ln f holds (1/t too) until it fills."""
     hist = torch.tensor([[10.0, 10.0, 2.0], [10.0, 10.0, 10.0]], dtype=torch.float64)
     visits = torch.full((2, 3), 1000.0, dtype=torch.float64)
     ln_g = torch.tensor([[400.0, 380.0, 250.0], [300.0, 310.0, 320.0]], dtype=torch.float64)
-    assert not trapped_bins(hist, visits, ln_g, 100.0, 0.0, 0.8).any()
+    assert not trapped_bins(hist, visits, ln_g, 100.0, 0.8).any()
     hist[0, 2] = 12.0                                     # under 10 / 0.8: still not a trap
-    assert not trapped_bins(hist, visits, ln_g, 100.0, 0.0, 0.8).any()
+    assert not trapped_bins(hist, visits, ln_g, 100.0, 0.8).any()
     hist[0, 2] = 40.0
-    assert trapped_bins(hist, visits, ln_g, 100.0, 0.0, 0.8).tolist() == [[False, False, True], [False] * 3]
-    schedule = make_schedule(ScheduleConfig(kind="1/t", ln_f_initial=1e-3, ln_f_final=1e-3, flatness=0.8,
-                                            check_interval=1, min_visit_fraction=0.0, decide_depth=100.0))
-    est = Estimate.zeros((2, 3), 1e-3, torch.device("cpu"), walkers=8)
+    assert trapped_bins(hist, visits, ln_g, 100.0, 0.8).tolist() == [[False, False, True], [False] * 3]
+    schedule = make_schedule(ScheduleConfig(kind="1/t", ln_f_initial=1e-2, ln_f_final=1e-3, flatness=0.8,
+                                            check_interval=1, decide_depth=100.0))
+    est = Estimate.zeros((2, 3), 1e-2, torch.device("cpu"), walkers=8)
     est.ln_g, est.hist, est.visits = ln_g, hist, visits
-    est.one_over_t = True                                 # 1/t = 1 / 1000 visits per bin: would converge now
+    est.one_over_t = True                                 # 1/t = 1 / 1000 visits per bin: ln f would fall to it now
     schedule.check(est, 100)
-    assert est.flatness == 0.0 and not est.converged
+    assert est.flatness == 0.0 and est.ln_f == 1e-2 and not schedule.at_end(est, 100)
     est.hist[0, 2] = 10.0                                 # filled: visited like the rest
     schedule.check(est, 100)
-    assert est.flatness == 1.0 and est.converged
+    assert est.flatness == 1.0 and est.ln_f == pytest.approx(1e-3) and schedule.at_end(est, 100)
 
 
 def test_every_visited_bin_holds_the_schedule_back_and_diagnostics():
     hist = torch.tensor([[10.0, 10.0, 10.0], [10.0, 0.0, 10.0]])
     visits = torch.tensor([[1000.0, 1000, 1000], [1000, 5, 1000]])
-    assert flatness(hist, visits, 0.0) == 0.0                    # a rarely visited bin not seen again: wait
-    assert flatness(hist, visits, 0.01) == 1.0                   # (what the old default let through)
+    assert flatness(hist, visits) == 0.0                    # a rarely visited bin not seen again: wait
     all_visited, rare = visit_diagnostics(hist, torch.tensor([[100.0, 100, 100], [100, 5, 100]]))
     assert all_visited == 0.0 and rare == pytest.approx(1 / 6)
     # a bin the reachable limit cuts to 1/20 is not rare for having 1/20 of the visits (wlmd)
@@ -164,13 +160,6 @@ def test_every_visited_bin_holds_the_schedule_back_and_diagnostics():
     assert ln_g_change(before, before + 7.0, torch.ones(2, 2, dtype=torch.bool)) == 0.0   # a constant shift
     after = before + torch.tensor([[0.0, 0.0], [0.0, 0.4]], dtype=torch.float64)
     assert ln_g_change(before, after, torch.ones(2, 2, dtype=torch.bool)) == pytest.approx(0.3)
-
-
-def test_established_bins_skip_rare_fringe_bins():
-    visits = torch.tensor([[1000.0, 1000.0], [2.0, 0.0]])
-    assert established_bins(visits, 0.01).tolist() == [[True, True], [False, False]]
-    assert established_bins(visits, 0.0).tolist() == [[True, True], [True, False]]
-    assert not established_bins(torch.zeros(2, 2), 0.01).any()
 
 
 def test_wl_accept_follows_density_ratio():
@@ -201,7 +190,7 @@ def test_window_bins_cvs_and_flags_out_of_window():
 
 def _schedule(kind: str):
     return make_schedule(ScheduleConfig(kind=kind, ln_f_initial=1.0, ln_f_final=1e-3, flatness=0.8,
-                                        check_interval=1, min_visit_fraction=0.0))
+                                        check_interval=1))
 
 
 def _stage_with(est: Estimate, flat: bool) -> None:
@@ -221,13 +210,20 @@ def test_halving_schedule():
     _stage_with(est, flat=True)
     schedule.check(est, 10)
     assert est.ln_f == 0.5 and est.stage == 1 and est.hist.sum() == 0 and est.flatness == 1.0
-    for _ in range(9):
+    for _ in range(8):
         _stage_with(est, flat=True)
         schedule.check(est, 10)
-    assert est.ln_f == 2.0 ** -10 and est.converged
+    assert est.ln_f == 2.0 ** -9 and not schedule.at_end(est, 10)
     _stage_with(est, flat=True)
     schedule.check(est, 10)
-    assert est.ln_f == 2.0 ** -10          # frozen once converged
+    assert est.ln_f == 2.0 ** -10 and schedule.at_end(est, 10)      # 2^-10 < 1e-3
+    _stage_with(est, flat=True)
+    schedule.check(est, 10)
+    assert est.ln_f == 2.0 ** -11          # it goes on while the estimate settles
+    est.converged = True
+    _stage_with(est, flat=True)
+    schedule.check(est, 10)
+    assert est.ln_f == 2.0 ** -11          # frozen once the run converged
     assert schedule.progress(est.ln_f, True, 10) == 1.0 and schedule.progress(1.0, False, 10) == 0.0
 
 
@@ -255,10 +251,10 @@ def test_one_over_t_schedule_switches_and_follows_visits_since_the_last_stage():
     assert est.ln_f == pytest.approx(1 / 3)
     _visited(est, 60, flat=False)
     schedule.check(est, 7)                # flatness no longer matters; the step count never did
-    assert est.ln_f == pytest.approx(1 / 50) and not est.converged
+    assert est.ln_f == pytest.approx(1 / 50) and not schedule.at_end(est, 7)
     _visited(est, 2010, flat=False)
     schedule.check(est, 7)
-    assert est.ln_f == pytest.approx(1 / 2000) and est.converged
+    assert est.ln_f == pytest.approx(1 / 2000) and schedule.at_end(est, 7)
 
 
 def test_one_over_t_of_a_run_begun_before_schema_4_counts_steps_from_the_start():
@@ -276,9 +272,9 @@ def test_one_over_t_of_a_run_begun_before_schema_4_counts_steps_from_the_start()
     schedule.check(est, 12)               # 0.25 < 1/t = 1/3: switch to ln f = 1/t
     assert est.one_over_t and est.ln_f == pytest.approx(1 / 3)
     schedule.check(est, 200)
-    assert est.ln_f == pytest.approx(1 / 50) and not est.converged
+    assert est.ln_f == pytest.approx(1 / 50) and not schedule.at_end(est, 200)
     schedule.check(est, 8000)
-    assert est.ln_f == pytest.approx(1 / 2000) and est.converged
+    assert est.ln_f == pytest.approx(1 / 2000) and schedule.at_end(est, 8000)
 
 
 def test_fnn_parameter_count_and_layout():
@@ -599,46 +595,6 @@ def test_reach_fraction_of_bins_cut_by_the_region_edge_and_the_per_area_deposit(
     assert table.visit_weight.reshape(band.shape)[top].sub(3).abs().max() < 1e-12
 
 
-def test_stage_deposits_are_what_the_visits_raised_ln_g_by():
-    # random visits through the kernel fitted to a band region with cut bins: ln g (from 0, ln f 1)
-    # is exactly the stage histogram's deposits
-    band = _band()
-    shape, kernel = tuple(band.shape), gaussian_kernel(2.0)
-    fraction = torch.where(band & (torch.arange(shape[1]) % 5 == 0), 0.4, 1.0).double()
-    table = kernel_table(shape, kernel, reachable_scale(band.double(), kernel_table(shape, kernel)), fraction)
-    gen = torch.Generator().manual_seed(5)
-    ix, iy = band.nonzero(as_tuple=True)
-    pick = torch.randint(len(ix), (3000,), generator=gen)
-    est = Estimate.zeros(shape, 1.0, torch.device("cpu"))
-    deposit_kernel(est, ix[pick], iy[pick], torch.ones(len(pick), dtype=torch.bool), table)
-    np.testing.assert_allclose(stage_deposits(est.hist, table).numpy(), est.ln_g.numpy(), rtol=1e-12, atol=1e-12)
-
-
-def test_flatness_of_deposits_passes_a_bin_scale_dip_but_not_a_broad_deficit():
-    # one y bin, 29 x bins, kernel sigma 2 bins: the pattern of WLMD's MNIST windows at a window
-    # edge (row 0 at 1.3 of the mean, row 1 at 0.3) is invisible to the kernel's deposits, so the
-    # deposits are flat; a third of the window at half the visits is not
-    shape = (29, 1)
-    table = kernel_table(shape, gaussian_kernel(2.0))
-    dip = torch.ones(shape, dtype=torch.float64)
-    dip[0], dip[1] = 1.3, 0.3
-    broad = torch.ones(shape, dtype=torch.float64)
-    broad[10:20] = 0.5
-    visits = torch.ones(shape, dtype=torch.float64)
-    assert flatness(dip, visits, 0.0) == pytest.approx(0.3 / float(dip.mean()))
-    assert flatness(stage_deposits(dip, table), visits, 0.0) > 0.85
-    assert flatness(stage_deposits(broad, table), visits, 0.0) < 0.7
-    # the schedule measures what the estimate's deposit table says: with it the dip ends the stage
-    for table_set, halved in ((None, False), (table, True)):
-        est = Estimate.zeros(shape, 1.0, torch.device("cpu"))
-        est.hist.copy_(dip)
-        est.visits.fill_(1.0)
-        est.deposit_table = table_set
-        _schedule("halving").check(est, 10)
-        assert (est.ln_f == 0.5) is halved
-        assert est.flatness_all == pytest.approx(0.3 / float(dip.mean()))   # the visits' own, as a diagnostic
-
-
 @pytest.mark.parametrize("density, fraction", [("uniform", 0.5), ("thinning to the limit", 0.5),
                                                 ("steep entry, whole", 1.0), ("linear tilt, whole", 1.0)])
 def test_reach_fraction_tells_a_cut_bin_from_a_tilted_whole_one(density, fraction):
@@ -700,10 +656,8 @@ def test_wall_slope_and_ramp_schedule():
     assert est.ln_f == pytest.approx(1.5) and ramp.progress(est.ln_f, False, 500) == 0.0
     short = make_schedule(ScheduleConfig(kind="ramp", ln_f_final=1e-6, plateau_end=10))
     est.ln_f = 1e-9
-    short.check(est, 5)
-    assert not est.converged                                  # during the ramp ln f starts at 0
-    short.check(est, 11)
-    assert est.converged
+    assert not short.at_end(est, 5)                           # during the ramp ln f starts at 0
+    assert short.at_end(est, 11)
 
 
 def test_smooth_accuracy_tends_to_the_hard_accuracy():
@@ -723,7 +677,11 @@ def test_smooth_accuracy_tends_to_the_hard_accuracy():
 
 
 def test_batched_md_gradients_are_per_walker_gradients():
-    cfg = parse(deck_text("spiral_md"))
+    """With y flattened, WLMD's y is the smoothed accuracy (differentiable) and the hard accuracy
+    comes beside it; with y recorded (the default) y is the hard accuracy itself."""
+    recorded = make_task(parse(deck_text("spiral_md")), torch.device("cpu"))
+    assert recorded.y_label == "A_test" and not recorded.has_accuracy
+    cfg = parse(deck_text("spiral_md"), overrides=('grid.y.mode="flattened"',))
     task = make_task(cfg, torch.device("cpu"))
     w = task.sample_uniform(5, torch.Generator().manual_seed(2)).requires_grad_(True)
     x, y, hard = task.md_cvs(w)
@@ -796,15 +754,42 @@ def test_reflect_at_box_mirrors_positions_and_reverses_velocities():
 
 
 def test_ln_g_change_is_measured_against_the_last_scheduled_checkpoint():
+    """And with it the flatness of the interval's visits and the crossings of its least crossed edge."""
     from rewl.wl import Estimate
-    est = Estimate.zeros((2, 2), 1.0, torch.device("cpu"), walkers=1)
+    est = Estimate.zeros((2, 2), 1.0, torch.device("cpu"), walkers=4)
     est.visits += 1
     est.mark_checkpoint()                       # step 0: the reference
     est.ln_g[0, 0] += 0.5
+    est.visits += torch.tensor([[10.0, 10.0], [10.0, 5.0]])
+    est.edge_crossings += 6.0
     est.mark_checkpoint(scheduled=False)        # a stop: measured, the reference stays
     assert est.ln_g_change == pytest.approx(0.5 - 0.5 / 4)          # after the mean change
+    assert est.recent_flatness == pytest.approx(5 / 8.75) and est.recent_crossings == 6.0
     est.ln_g[0, 0] += 0.25
+    est.visits += torch.tensor([[5.0, 5.0], [5.0, 10.0]])            # 15 each since step 0: flat
+    est.edge_crossings += 2.0
     est.mark_checkpoint()                       # scheduled: against step 0, then the new reference
     assert est.ln_g_change == pytest.approx(0.75 - 0.75 / 4)
+    assert est.recent_flatness == pytest.approx(1.0) and est.recent_crossings == 8.0
+    est.visits += torch.tensor([[10.0, 10.0], [10.0, 40.0]])         # one bin 40 / 17.5 of the mean
     est.mark_checkpoint(scheduled=False)
-    assert est.ln_g_change == 0.0
+    assert est.ln_g_change == 0.0 and est.recent_flatness == pytest.approx(17.5 / 40) and est.recent_crossings == 0.0
+    est.mark_checkpoint(keep_stretch=True)    # ln f at its end: the stretch keeps growing from here
+    est.visits += torch.tensor([[30.0, 30.0], [30.0, 0.0]])          # 40 each since the reference: flat
+    est.edge_crossings += 3.0
+    est.mark_checkpoint(keep_stretch=True)
+    assert est.recent_flatness == pytest.approx(1.0) and est.recent_crossings == 3.0
+
+
+def test_crossings_count_every_x_edge_a_move_passes():
+    """Walkers moving 0 -> 1, 3 -> 1 (two edges), 2 -> 2 (none) and 4 -> 0 (four) in a window of
+    five x bins: edge i (between bins i and i + 1) crossed 2, 2, 2, 1 times."""
+    from rewl.wl import Estimate, fold_crossings, mark_crossings
+    est = Estimate.zeros((5, 1), 1.0, torch.device("cpu"))
+    marks = torch.zeros(5, dtype=torch.float64)
+    mark_crossings(marks, torch.tensor([0, 3, 2, 4]), torch.tensor([1, 1, 2, 0]))
+    fold_crossings(est, marks)
+    assert est.edge_crossings.tolist() == [2.0, 2.0, 2.0, 1.0] and not marks.any()
+    mark_crossings(marks, torch.tensor([1, 1, 2, 0]), torch.tensor([2, 1, 2, 0]))
+    fold_crossings(est, marks)
+    assert est.edge_crossings.tolist() == [2.0, 3.0, 2.0, 1.0]

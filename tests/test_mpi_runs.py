@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import HANG, MPIEXEC, ROOT, env, rewl_here, run_rewl
+from rewl.config import parse
 from rewl.storage import RunStore
 
 pytestmark = pytest.mark.mpi
@@ -20,11 +21,16 @@ def _check_complete(out, windows: int, steps: int) -> None:
     assert rec.status in ("budget-exhausted", "converged")
     assert rec.steps == steps and rec.n_windows == windows and rec.n_params == 116
     assert rec.move_attempted.sum() > 0
+    assert rec.y_recorded          # the spiral's default: Wang-Landau over x, the test accuracy recorded
     for w in rec.windows:
         lo, hi = w.x_bins
-        assert w.ln_g.shape == (hi - lo, len(rec.y_edges) - 1)
+        assert w.ln_g.shape == (hi - lo, 1) and w.y_hist.shape == (hi - lo, len(rec.y_edges) - 1)
         assert (w.visits > 0).sum() > 5
         assert np.all(np.isfinite(w.ln_g))
+        # every walker records its test accuracy (always on the grid) at every synchronisation
+        sync = parse(rec.deck_text).sampler.sync_interval
+        assert w.y_hist.sum() == rec.walkers_per_rank * rec.ranks_per_window * steps / sync
+        assert w.edge_crossings.shape == (hi - lo - 1,) and w.edge_crossings.min() > 0 and not w.settled
         # the diagnostics: flatness over every visited bin, rare bins, change since the last checkpoint
         assert 0 <= w.flatness_all <= 1
         assert 0 <= w.rare_fraction < 1 and np.isfinite(w.ln_g_change) and w.ln_g_change >= 0

@@ -102,7 +102,8 @@ def wlmd_step(task: Task, window: Window, walkers: Walkers, est: Estimate, md: L
     grid) raise ln g at the edge bin they left, uncounted in the histograms.
     `deposits` is the kernel (``kernel_table``); with `region` (n_x, n_y) bool, the bins reached so
     far, the slopes take no difference across its edges (``entropy_slopes``). The walkers'
-    offsets inside their bins go to the estimate (``reach_fraction``).
+    offsets inside their bins go to the estimate (``reach_fraction``). With y recorded, ln g is
+    flat in y and exerts no force along it.
     walkers.x/y/ix/iy are left at the CVs of the weights before the move (``Walkers.refresh``
     brings them up to date).
     """
@@ -223,7 +224,6 @@ class WLMD(Sampler):
         if scale is not self.edge_scale or (fraction is not None and not torch.equal(fraction, self.fraction)):
             self.set_edges(scale, fraction)
         est.reach = self.fraction
-        est.deposit_table = self.deposits if self.cfg.flatness_of == "deposits" else None
 
     def bin_ln_g(self, ln_g: torch.Tensor) -> torch.Tensor:
         return bin_ln_g(ln_g, self.fraction)

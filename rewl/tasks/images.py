@@ -39,7 +39,8 @@ class ImageTask(ClassificationTask):
         self.n_train = t.train_points
         self.labels_train = torch.tensor(y_train, device=device)
         self.labels_test = torch.tensor(y_test, device=device)
-        self.smooth_k = t.accuracy_k if cfg.sampler.kind == "wlmd" else None
+        # a smoothed accuracy only where WLMD must push along y (y flattened); recorded, y is the hard accuracy
+        self.smooth_k = t.accuracy_k if cfg.sampler.kind == "wlmd" and not cfg.grid.y_recorded else None
         self.has_accuracy = self.smooth_k is not None
         self.logit = t.y_transform == "logit"
         accuracy_name = "A_smooth" if self.smooth_k else "A_test"

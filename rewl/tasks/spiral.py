@@ -37,7 +37,8 @@ class SpiralTask(ClassificationTask):
         self.n_train = len(y_train)
         self.labels_train = torch.tensor(y_train, device=device)
         self.labels_test = torch.tensor(y_test, device=device)
-        self.smooth_k = t.accuracy_k if cfg.sampler.kind == "wlmd" else None
+        # a smoothed accuracy only where WLMD must push along y (y flattened); recorded, y is the hard accuracy
+        self.smooth_k = t.accuracy_k if cfg.sampler.kind == "wlmd" and not cfg.grid.y_recorded else None
         self.y_label = "A_smooth" if self.smooth_k else "A_test"
         self.has_accuracy = self.smooth_k is not None
         self._build(cfg, device, 2, 2, np.concatenate([x_train, x_test]))
