@@ -64,7 +64,8 @@ def test_resnet_forward_and_gradients_equal_a_plain_module(tmp_path):
     _batches(tmp_path / "batches")
     path = tmp_path / "cifar.toml"
     path.write_text(_deck(tmp_path))
-    task = Cifar10Task(parse(path.read_text(), str(path)), torch.device("cpu"))
+    flattened = ('grid.y.mode="flattened"',)        # WLMD pushes along y: the smoothed accuracy, beside the hard one
+    task = Cifar10Task(parse(path.read_text(), str(path), flattened), torch.device("cpu"))
     assert task.n_params == 43_018 and len(task.group_names) == 19 and task.group_names[:3] == ["conv0", "norm0", "conv1"]
     assert task.inputs_t.shape == (32, 3, 32, 32) and task.smooth_k == 7.0
     half = dict(zip(task.group_names, task.group_half_width.tolist()))
@@ -112,4 +113,6 @@ def test_cifar_checks_without_data_then_runs(tmp_path):
     proc = run_rewl(["run", str(deck)], ranks=2)        # 2 windows, exchanges included
     assert proc.returncode == 0, proc.stderr
     rec = RunStore(tmp_path / "run").read_run()
-    assert rec.task == "cifar10" and rec.n_params == 43_018 and rec.windows[0].accuracy_sum is not None
+    assert rec.task == "cifar10" and rec.n_params == 43_018 and rec.y_recorded and rec.y_label == "A_test"
+    assert all(w.accuracy_sum is None for w in rec.windows)        # the hard accuracy is y itself, recorded
+    assert sum(w.y_hist.sum() for w in rec.windows) > 0            # (in 100 steps window 0's walkers sit in its walls)

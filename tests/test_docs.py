@@ -27,7 +27,7 @@ def deck_keys() -> set[tuple[str, str]]:
               "baseline": config.BaselineConfig}
     assert set(tables) | {"grid"} == set(config.TABLES)
     keys = {(table, f.name) for table, cls in tables.items() for f in dataclasses.fields(cls)}
-    return keys | {(f"grid.{axis}", k) for axis in "xy" for k in ("min", "max", "width")}
+    return keys | {(f"grid.{axis}", k) for axis in "xy" for k in ("min", "max", "width")} | {("grid.y", "mode")}
 
 
 def documented_keys(text: str) -> set[tuple[str, str]]:

@@ -65,7 +65,8 @@ def test_cnn_forward_and_gradients_equal_a_plain_module(tmp_path, transform):
     _idx_pair(tmp_path)
     path = tmp_path / "mnist.toml"
     path.write_text(_deck(tmp_path, y_transform=transform))
-    task = MnistTask(parse(path.read_text(), str(path)), torch.device("cpu"))
+    flattened = ('grid.y.mode="flattened"',)        # WLMD pushes along y: the smoothed accuracy, beside the hard one
+    task = MnistTask(parse(path.read_text(), str(path), flattened), torch.device("cpu"))
     assert task.n_params == 362 and task.group_names[-1] == "linear" and task.has_accuracy
     x, y, hard = assert_batched_equals_plain(task)
     assert ((hard >= 0) & (hard <= 1)).all()
@@ -99,4 +100,6 @@ def test_mnist_run_from_idx_files(tmp_path):
     proc = run_rewl(["run", str(deck)], ranks=2)        # 2 windows, exchanges included
     assert proc.returncode == 0, proc.stderr
     rec = RunStore(tmp_path / "run").read_run()
-    assert rec.task == "mnist" and rec.n_params == 362 and rec.windows[0].accuracy_sum is not None
+    assert rec.task == "mnist" and rec.n_params == 362 and rec.y_recorded and rec.y_label == "A_test"
+    assert all(w.accuracy_sum is None for w in rec.windows)        # the hard accuracy is y itself, recorded
+    assert sum(w.y_hist.sum() for w in rec.windows) > 0            # (in 100 steps window 0's walkers sit in its walls)
