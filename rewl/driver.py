@@ -500,8 +500,8 @@ def _claim(cfg: Config, comm: Comm, store: RunStore, resume: bool,
     old = parse(stored.deck_text, str(store.run_path), stored.overrides + ((keep,) if keep else ()))
     if keep:
         cfg = parse(cfg.text, cfg.path, cfg.overrides + (keep,))
-        print(f"rewl: note: {store.dir} flattens y (it began before rewl recorded y by default); it resumes so "
-              f"(--set {keep})", file=sys.stderr, flush=True)
+        print(f"rewl: note: {store.dir} was run with y {stored.y_mode} (runs begun before rewl recorded y by default "
+              f"flatten it); it resumes so (--set {keep})", file=sys.stderr, flush=True)
     resume_step, warning = store.resume_point(comm.size)
     if warning:
         print(f"rewl: warning: {warning}", file=sys.stderr, flush=True)
