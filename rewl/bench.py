@@ -93,8 +93,7 @@ def _batched_step(cfg: Config, task, window: Window, state: Walkers, gen: torch.
     (sampler, estimate, step)."""
     device = task.lo.device
     sampler = make_sampler(cfg.sampler, task, window, device)
-    est = Estimate.zeros(window.shape, 1e-3, device, with_accuracy=task.has_accuracy, with_offsets=sampler.keeps_offsets,
-                         recorded_y_bins=window.recorded_y_bins)
+    est = Estimate.zeros(window.shape, 1e-3, device, with_accuracy=task.has_accuracy, with_offsets=sampler.keeps_offsets)
     sampler.start(state, est, gen, 0)
 
     def step() -> None:

@@ -195,8 +195,8 @@ class ScheduleConfig:
     ln_f_final: float = key(1e-6, against=lambda v, t: None if 0 < v < t["ln_f_initial"]
                             else f"must lie in (0, ln_f_initial = {t['ln_f_initial']})")
     flatness: float = key(0.8, _open_unit)
-    # a window is settled when, over the last checkpoint interval, its ln g moved by at most this
-    # (after its constant), its visits were flat within `flatness` and its walkers crossed it (Schedule.settle)
+    # a window settles only when its ln g moved by at most this (after its constant) since the previous
+    # checkpoint, besides flat visits and crossed x edges since ln f reached ln_f_final (Schedule.settle)
     tolerance: float = key(0.1, _positive)
     check_interval: int = key(1000, _positive)     # steps between flatness checks
     # bins this far below the top ln g of their x row do not hold a stage back (docs/convergence.md)

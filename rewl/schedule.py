@@ -4,7 +4,7 @@ One object per run (``make_schedule``), shared by nothing but the estimate it is
 engine calls ``before_step`` before every step (the ramp sets ln f there), ``check`` at every
 flatness check (every ``[schedule] check_interval`` steps) and ``settle`` at every scheduled
 checkpoint. A window is *settled* when ln f has come down to ``ln_f_final`` and its estimate
-stopped moving over the last checkpoint interval (``settle``); the run converged when every
+stopped moving (``settle``); the run converged when every
 window is settled at one checkpoint and the windows join (``Engine.conclude``); until then ln f
 follows the schedule further down.
 
@@ -63,16 +63,18 @@ class Schedule:
         constant since the previous checkpoint, and over the stretch since its reference
         checkpoint (the previous one, or once ln f is at ln_f_final the first one after) its visits
         were flat within `flatness` (min H / mean H and mean H / max H) and walkers crossed every x
-        edge of the window at least MIN_CROSSINGS times. The stretch grows until it holds the
-        statistics: judged over one checkpoint interval at a time, box_quadratic's windows each
-        passed and failed by turns for 500,000 steps (flatness about 0.8 in the lowest window,
-        about 90 crossings per 5,000 steps at the top), never all at once. The change of ln g is
-        not judged over the stretch: a 1/t estimate still correcting the error it had when the
-        stretch began moves by that much, however right it is by now. The last is what makes the flatness mean something: walkers that stay
-        where they started keep a histogram flat whether or not ln g weighs the bins on either side
-        of an edge right (the spiral's ramp runs at 38,000 steps: ln f at its end, S wrong by 10
-        units at the plateau's edge, where single-parameter moves seldom cross). A window frozen
-        by an earlier rule (runs of before this rule) counts as settled."""
+        edge of the window at least MIN_CROSSINGS times.
+
+        The crossings are what make the flatness mean something: walkers that stay where they
+        started keep a histogram flat whether or not ln g weighs the bins on either side of an edge
+        right (the spiral's ramp runs at 38,000 steps: ln f at its end, S wrong by 10 units at the
+        plateau's edge, where single-parameter moves seldom cross). The stretch grows until it
+        holds the statistics: judged over one checkpoint interval at a time, box_quadratic's
+        windows each passed and failed by turns for 500,000 steps (flatness about 0.8 in the lowest
+        window, about 90 crossings per 5,000 steps at the top), never all at once. The change of
+        ln g is not judged over the stretch: a 1/t estimate still correcting the error it had when
+        the stretch began moves by that much, however right it is by now. A window frozen by an
+        earlier rule (runs of before this rule) counts as settled."""
         cfg = self.cfg
         est.settled = est.converged or (
             self.at_end(est, step) and est.ln_g_change <= cfg.tolerance and est.recent_flatness >= cfg.flatness

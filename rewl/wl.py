@@ -51,7 +51,7 @@ class Estimate:
     # over the stretch since its reference checkpoint: the previous one, or once ln f is at its end the
     # first one after (``mark_checkpoint``; ``Schedule.settle`` reads them)
     settled: bool = False              # the window's estimate stopped moving (``Schedule.settle``)
-    recent_flatness: float = float("nan")   # flatness of the interval's visits (``recent_flatness``)
+    recent_flatness: float = float("nan")   # flatness of the stretch's visits (``recent_flatness``)
     recent_crossings: float = float("nan")  # crossings of the window's least crossed x edge in it
     visits_checkpoint: torch.Tensor | None = None     # (n_x, n_y) visits when the stretch began
     crossings_checkpoint: torch.Tensor | None = None  # (n_x - 1,) edge_crossings when the stretch began
@@ -497,6 +497,18 @@ def trapped_bins(hist: torch.Tensor, visits: torch.Tensor, ln_g: torch.Tensor, d
     return deep & (hist > float(hist[counted].mean()) / flat)
 
 
+def decided_bins(visits: torch.Tensor, ln_g: torch.Tensor | None = None, depth: float = math.inf) -> torch.Tensor | None:
+    """The bins a flatness measure counts: visited, and not more than `depth` below the top of
+    their x row (``deep_bins``; needs `ln_g`), (n_x, n_y) bool; None until every x row of the
+    window was visited."""
+    if not bool((visits.sum(dim=1) > 0).all()):
+        return None
+    counted = visits > 0
+    if ln_g is not None and math.isfinite(depth):
+        counted = counted & ~deep_bins(ln_g, visits, depth)
+    return counted
+
+
 def flatness(hist: torch.Tensor, visits: torch.Tensor, ln_g: torch.Tensor | None = None,
              depth: float = math.inf) -> float:
     """min H / mean H over the visited bins that are not more than `depth` below the top of their
@@ -505,12 +517,8 @@ def flatness(hist: torch.Tensor, visits: torch.Tensor, ln_g: torch.Tensor | None
     The x range of a window is known in advance, its y range is not: like the "all bins visited"
     rule of Belardinelli and Pereyra, ln f may not fall before walkers have reached both ends of
     the window, or the unexplored rows would never be filled."""
-    if not bool((visits.sum(dim=1) > 0).all()):
-        return 0.0
-    counted = visits > 0
-    if ln_g is not None and math.isfinite(depth):
-        counted = counted & ~deep_bins(ln_g, visits, depth)
-    if not bool(counted.any()):
+    counted = decided_bins(visits, ln_g, depth)
+    if counted is None or not bool(counted.any()):
         return 0.0
     mean = float(hist[counted].mean())
     return float(hist[counted].min()) / mean if mean > 0 else 0.0
@@ -544,9 +552,9 @@ def recent_flatness(recent: torch.Tensor, visits: torch.Tensor, ln_g: torch.Tens
     At a fixed ln g the walkers visit bin b in proportion to g(b) / g_est(b): a stretch whose
     visits are flat within a factor F has ln g right within ln F there, whatever ln f did, so long
     as its walkers crossed between the bins in it (``Estimate.recent_crossings``)."""
-    if not bool((visits.sum(dim=1) > 0).all()):
+    counted = decided_bins(visits, ln_g, depth)
+    if counted is None:
         return 0.0
-    counted = (visits > 0) & ~deep_bins(ln_g, visits, depth) if math.isfinite(depth) else visits > 0
     h = (recent if reach is None else recent / reach)[counted]
     mean = float(h.mean()) if h.numel() else 0.0
     if mean <= 0:
