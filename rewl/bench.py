@@ -12,7 +12,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from .config import Config
+from .config import GRADIENT_SAMPLERS, Config
 from .devices import keep_freed_memory
 from .grid import Grid, Window
 from .models import param_layout
@@ -171,6 +171,9 @@ def bench(cfg: Config, seconds: float, walkers: int | None, threads: int, device
     calls, dt = _timed(batched, seconds)
     fast = calls * batch / dt
     print(f"  batched {cfg.sampler.kind}  {batch:6d} walkers: {fast:12,.1f} walker-steps/s ({calls} steps in {dt:.2f} s)")
+    if cfg.sampler.kind == "hmc":
+        passes = cfg.sampler.leapfrog_steps
+        print(f"  {passes} forward and backward passes per walker-step: {fast * passes:,.1f} walker-passes/s")
 
     if not hasattr(task, "plain_cvs"):
         print("  plain loop     (this task has no nn.Module)")
@@ -178,18 +181,20 @@ def bench(cfg: Config, seconds: float, walkers: int | None, threads: int, device
     module = task.module
     with torch.no_grad():
         torch.nn.utils.vector_to_parameters(params[0].detach().clone(), module.parameters())
-    one = _plain_md(task, module, grid, est, sampler.langevin, lo, gen, sync) if md else _plain_mc(task, module, grid, est, lo, gen)
-    calls, dt = _timed(one, seconds)
-    slow = calls / dt
-    print(f"  plain loop          1 walker : {slow:12,.1f} walker-steps/s ({calls} steps in {dt:.2f} s)")
-    print(f"  ratio batched / plain: {fast / slow:.0f}x")
-    if md:
+    if cfg.sampler.kind != "hmc":     # hmc: no plain loop; its cost is the passes, compared below
+        one = _plain_md(task, module, grid, est, sampler.langevin, lo, gen, sync) if md else _plain_mc(task, module, grid, est, lo, gen)
+        calls, dt = _timed(one, seconds)
+        slow = calls / dt
+        print(f"  plain loop          1 walker : {slow:12,.1f} walker-steps/s ({calls} steps in {dt:.2f} s)")
+        print(f"  ratio batched / plain: {fast / slow:.0f}x")
+    if cfg.sampler.kind in GRADIENT_SAMPLERS:
         # the network work alone (forward + backward of one nn.Module), without the MD bookkeeping
         # the plain loop above also does: a lower bound on any one-walker implementation's cost
         calls, dt = _timed(_forward_backward(task, module, sync), seconds)
         bare = calls / dt
+        passes = cfg.sampler.leapfrog_steps if cfg.sampler.kind == "hmc" else 1
         print(f"  forward+backward    1 walker : {bare:12,.1f} steps/s ({calls} in {dt:.2f} s); "
-              f"ratio batched / forward+backward: {fast / bare:.0f}x")
+              f"ratio batched / forward+backward: {fast * passes / bare:.0f}x")
     return 0
 
 

@@ -245,6 +245,11 @@ def check(cfg: Config, out_dir: str) -> int:
               f"{s.kernel_width:g} bins; soft walls c = {s.wall_strength if s.wall_strength == 'auto' else f'{s.wall_strength:g}'}")
         if count is not None:
             print("  walls     " + walls_note(count, s.wall_strength, grid.x.width))
+    if cfg.sampler.kind == "hmc":
+        s = cfg.sampler
+        print(f"  moves     Hamiltonian trajectories of {s.leapfrog_steps} leapfrog steps (as many forward and backward "
+              f"passes per step), step {s.step_size:g} of each weight's spread at first, tuned toward acceptance "
+              f"{s.target_acceptance:g} every {s.adapt_interval} steps; exact Metropolis test on the binned ln g")
     print(f"  grid      x = {x_label}: {bins_text(grid.x.bins)} in [{grid.x.min:g}, {grid.x.max:g}]; "
           f"y = {y_label}: {bins_text(grid.y.bins)} in [{grid.y.min:g}, {grid.y.max:g}], "
           + ("recorded (Wang-Landau over x alone)" if grid.y_recorded else "flattened (Wang-Landau over x and y)"))

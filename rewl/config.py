@@ -20,7 +20,8 @@ from .errors import UserError
 from .grid import Axis, Grid, window_bins
 
 TASKS = ("spiral", "spiral_regression", "mnist", "cifar10", "features", "house_prices", "box_quadratic", "custom")  # custom: from Python
-SAMPLERS = ("wlmc", "wlmd")
+SAMPLERS = ("wlmc", "hmc", "wlmd")
+GRADIENT_SAMPLERS = ("hmc", "wlmd")   # samplers that differentiate the CVs
 SCHEDULES = ("halving", "1/t", "ramp")
 INTEGRATORS = ("baoab", "reference")
 Y_MODES = ("recorded", "flattened")
@@ -154,7 +155,7 @@ class ModelConfig:
     chunk_points: int = key(0, _nonneg)
 
 
-_WLMC, _WLMD = ("wlmc",), ("wlmd",)
+_WLMC, _HMC, _WLMD = ("wlmc",), ("hmc",), ("wlmd",)
 
 
 @dataclass(frozen=True)
@@ -164,8 +165,14 @@ class SamplerConfig:
     sync_interval: int = key(100, _positive)      # steps between merges of ln g inside a window
     # wlmc: single-parameter moves; sizes as fractions of each group's box half-width
     sigma_initial: float = key(0.05, _in(0, 2, "(0, 2]"), only=_WLMC)
-    target_acceptance: float = key(0.5, _open_unit, only=_WLMC)
-    adapt_interval: int = key(1000, _positive, only=_WLMC)
+    target_acceptance: float = key(0.5, _open_unit, only=_WLMC + _HMC,
+                                   default_from=lambda t: 0.65 if t["kind"] == "hmc" else 0.5)
+    adapt_interval: int = key(1000, _positive, only=_WLMC + _HMC)
+    # hmc: leapfrog trajectories of all weights, steered by the smoothed ln g, an exact Metropolis test on
+    # the binned one; the first step in units of each weight's spread over the walkers (then tuned toward
+    # target_acceptance), and the leapfrog steps per trajectory (each one forward and backward pass)
+    step_size: float = key(0.1, _in(0, 2, "(0, 2]"), only=_HMC)
+    leapfrog_steps: int = key(10, _in(1, 1000, "[1, 1000]"), only=_HMC)
     # wlmd: Langevin dynamics at kT = 1 on the potential ln g(x(w), y(w))
     dt: float = key(1e-3, _positive, only=_WLMD)
     gamma: float = key(0.1, _in(0, 1, "(0, 1]"), only=_WLMD)   # v <- (1 - gamma) v + sqrt(gamma (2 - gamma)) xi
@@ -498,8 +505,9 @@ def schedule_defaults(sampler: SamplerConfig, walkers: int) -> dict[str, Any]:
     """[schedule] defaults that depend on the sampler: WLMD starts at ln f = 1 / M per walker visit
     (M walkers per window: one unit per step of the window), where 1 per visit sent the walkers of
     a box_quadratic deck into the walls (inside 0.43 to 0.60) and left ln g moving by up to 162
-    units between checkpoints after 40,000 steps; WLMC keeps 1 per visit (the exactness tests)."""
-    return {"ln_f_initial": 1.0 / walkers} if sampler.kind == "wlmd" else {}
+    units between checkpoints after 40,000 steps; HMC too, where 1 per visit held a box deck's
+    acceptance at 0.01 to 0.04 (0.61 from 1 / M); WLMC keeps 1 per visit (the exactness tests)."""
+    return {"ln_f_initial": 1.0 / walkers} if sampler.kind in GRADIENT_SAMPLERS else {}
 
 
 def default_y_mode(task_kind: str) -> str:

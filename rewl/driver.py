@@ -132,8 +132,8 @@ class Engine:
                 if step >= max_steps: stop, budget-exhausted
                 advance sync_interval steps of every walker         (sampler, estimate, crossings of x edges)
                 merge the window's ln g increments                  (ranks of one window)
-                sampler at_sync                                     (WLMC adapts move sizes and levels
-                                                                     unvisited bins, WLMD its edges)
+                sampler at_sync                                     (WLMC and HMC adapt move sizes and
+                                                                     level unvisited bins, WLMD its edges)
                 on check steps: flatness check, ln f schedule
                 share every rank's status                           (allgather)
                 on check steps: rank 0 records ln f and flatness
@@ -170,7 +170,7 @@ class Engine:
                 break
             self.advance(cfg.sampler.sync_interval)
             self.merge_window()
-            self.sampler.at_sync(self.step, self.est)
+            self.sampler.at_sync(self.step, self.est, self.walkers)
             self.remember_merged()
             if check(self.step):
                 self.check_flatness()
@@ -277,6 +277,7 @@ class Engine:
             init_iterations=self.init_iterations, init_seconds=self.init_seconds, flatness_all=est.flatness_all,
             rare_fraction=est.rare_fraction, ln_g_change=est.ln_g_change,
             round_trips=float(self.walkers.round_trips.sum()), wall_strength=self.sampler.wall_strength,
+            step_size=self.sampler.step_size, leapfrog_steps=self.sampler.leapfrog_steps,
             settled=est.settled, recent_flatness=est.recent_flatness, recent_crossings=est.recent_crossings)
         self.statuses = [RankStatus.from_array(row) for row in self.comm.allgather(mine.to_array())]
 
@@ -463,7 +464,7 @@ class Engine:
                 settled=lead.settled, recent_flatness=lead.recent_flatness, recent_crossings=lead.recent_crossings,
                 edge_crossings=values["edge_crossings"],
                 init_iterations=max(r.init_iterations for r in ranks), init_seconds=max(r.init_seconds for r in ranks),
-                wall_strength=lead.wall_strength))
+                wall_strength=lead.wall_strength, step_size=lead.step_size, leapfrog_steps=lead.leapfrog_steps))
         return RunRecord(
             deck_text=cfg.text, deck_path=cfg.path, deck_overrides=json.dumps(list(cfg.overrides)), status=status,
             task=self.task.name, sampler=cfg.sampler.kind,

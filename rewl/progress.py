@@ -66,6 +66,8 @@ class ProgressLine:
                 part += f" T={temperature:.2f}"
             if self.show_walls:
                 part += f" c={lead.wall_strength:.3g}"
+            if np.isfinite(lead.step_size):
+                part += f" eps={lead.step_size:.2g}x{lead.leapfrog_steps}"
             parts.append(part)
         swaps = []
         for k in range(self.n_windows - 1):

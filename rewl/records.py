@@ -84,6 +84,8 @@ class WindowRecord(EstimateRecord):
     init_iterations: int                      # gradient iterations of the drive into the window
     init_seconds: float
     wall_strength: float = float("nan")       # wlmd: c of the soft walls then (its first rank's; nan: wlmc, older files)
+    step_size: float = float("nan")           # hmc: the leapfrog step eps then (its first rank's; nan: others)
+    leapfrog_steps: int = 0                   # hmc: leapfrog steps per trajectory then (0: others)
 
 
 @dataclass(kw_only=True)

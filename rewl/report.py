@@ -67,6 +67,7 @@ def info(path: str) -> int:
           "unless visited more than the rest: a trap)")
     _partial_bins(rec)
     _walls(rec)
+    _trajectories(rec)
     for k in range(rec.n_windows - 1):
         rate = rec.swap_accepted[k] / max(1.0, rec.swap_attempted[k])
         print(f"  swaps {k}<->{k + 1}: {int(rec.swap_accepted[k])}/{int(rec.swap_attempted[k])} accepted ({rate:.3f})")
@@ -164,6 +165,15 @@ def _walls(rec: RunRecord) -> None:
     auto = _deck(rec).sampler.wall_strength == "auto"
     print("  soft walls c per window: " + ", ".join(f"{w.wall_strength:.4g}" for w in rec.windows)
           + (' (tuned during the run: wall_strength = "auto")' if auto else " (the deck's)"))
+
+
+def _trajectories(rec: RunRecord) -> None:
+    """hmc: each window's leapfrog step and steps per trajectory at the end (its first rank's)."""
+    if not any(np.isfinite(w.step_size) for w in rec.windows):
+        return
+    print("  hmc step x leapfrog steps per window: "
+          + ", ".join(f"{w.step_size:.3g} x {w.leapfrog_steps}" for w in rec.windows)
+          + " (step in units of each weight's spread over the walkers, tuned toward the target acceptance)")
 
 
 def _num(value: float, digits: int) -> str:

@@ -34,6 +34,8 @@ class RankStatus:
     ln_g_change: float           # since the previous checkpoint, after its constant
     round_trips: float           # completed round trips of this rank's walkers
     wall_strength: float         # c of the soft walls (wlmd), nan otherwise
+    step_size: float             # hmc: the leapfrog step eps (units of each weight's spread), nan otherwise
+    leapfrog_steps: int          # hmc: leapfrog steps per trajectory, 0 otherwise
     settled: bool                # the window's estimate stopped moving at the last checkpoint
     recent_flatness: float       # over the last checkpoint interval (``Estimate.mark_checkpoint``)
     recent_crossings: float      # of the window's least crossed x edge, over the last checkpoint interval

@@ -17,6 +17,17 @@ def test_bench_reports_batched_and_plain_rates(deck, sampler):
     assert re.search(r"ratio batched / plain: \d+x", proc.stdout), proc.stdout
 
 
+def test_bench_reports_hmc_passes_per_step():
+    """hmc: no plain loop; the forward and backward passes per step, and the batched rate against
+    one walker's forward+backward."""
+    proc = run_rewl(["bench", str(ROOT / "inputs" / "quick.toml"), "--seconds", "0.3", "--walkers", "64",
+                     "--set", 'sampler.kind="hmc"', "--set", "model.compile=false"])
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"batched hmc\s+64 walkers:\s+[\d,.]+ walker-steps/s", proc.stdout), proc.stdout
+    assert re.search(r"10 forward and backward passes per walker-step: [\d,.]+ walker-passes/s", proc.stdout), proc.stdout
+    assert re.search(r"ratio batched / forward\+backward: \d+x", proc.stdout) and "plain loop" not in proc.stdout
+
+
 def test_bench_on_a_task_without_network():
     proc = run_rewl(["bench", str(ROOT / "inputs" / "box_quadratic.toml"), "--seconds", "0.2"])
     assert proc.returncode == 0, proc.stderr

@@ -14,9 +14,10 @@ from rewl.testsystems import box_entropy, max_error_after_constant
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("n,m", [(4, 2), (6, 3)])
+@pytest.mark.parametrize("n,m", [(4, 2)])
 def test_box_quadratic_recovers_exact_entropy(make_deck, tmp_path, n, m):
-    # x and y up to ln 2 = ln(2 a^2): the whole grid lies in the closed-form region
+    # x and y up to ln 2 = ln(2 a^2): the whole grid lies in the closed-form region. (n 6, m 3 was
+    # here too: 80 s of the suite for what test_box_quadratic_at_network_like_range_n32 checks at n 32)
     hi, width = math.log(2.0), 0.15
     axis = {"min": hi - 24 * width, "max": hi, "width": width}
     deck = make_deck("box", "run", task={"n": n, "m": m}, grid__x=axis, grid__y=axis)

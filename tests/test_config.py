@@ -58,7 +58,10 @@ BAD = [
     ("a removed key", GOOD + MD + "flatness_of = 'deposits'\n", ["[sampler] flatness_of", "was removed", "delete"]),
     ("wall deposits not a bool", GOOD + MD + "wall_deposits = 1\n", ["[sampler] wall_deposits"]),
     ("wall deposits under wlmc", GOOD + "[sampler]\nwall_deposits = true\n", ["[sampler] wall_deposits", "'wlmd'"]),
-    ("unknown sampler", GOOD + "[sampler]\nkind = 'hmc'\n", ["[sampler] kind", "wlmd"]),
+    ("unknown sampler", GOOD + "[sampler]\nkind = 'nuts'\n", ["[sampler] kind", "hmc", "wlmd"]),
+    ("hmc key under wlmc", GOOD + "[sampler]\nleapfrog_steps = 5\n", ["[sampler] leapfrog_steps", "'hmc'"]),
+    ("wlmc key under hmc", GOOD + "[sampler]\nkind = 'hmc'\nsigma_initial = 0.1\n", ["[sampler] sigma_initial", "'wlmc'"]),
+    ("no leapfrog steps", GOOD + "[sampler]\nkind = 'hmc'\nleapfrog_steps = 0\n", ["[sampler] leapfrog_steps", "[1, 1000]"]),
     ("wlmc key under wlmd", GOOD + MD + "sigma_initial = 0.1\n", ["[sampler] sigma_initial", "'wlmc'"]),
     ("wlmd key under wlmc", GOOD + "[sampler]\ndt = 0.1\n", ["[sampler] dt", "'wlmd'"]),
     ("ramp key without ramp", GOOD + "[schedule]\nramp_steps = 10\n", ["[schedule] ramp_steps", "'ramp'"]),
@@ -76,6 +79,14 @@ def test_good_deck_defaults():
     assert cfg.windows.overlap == 0.75 and cfg.schedule.flatness == 0.8
     assert cfg.grid.y.bins == 101                      # one bin per accuracy value k / 100
     assert cfg.world_size == 2
+
+
+def test_hmc_defaults():
+    """HMC: acceptance target 0.65, ten leapfrog steps, ln f from 1 / M per visit (as WLMD)."""
+    cfg = parse(GOOD + "[sampler]\nkind = 'hmc'\nwalkers_per_rank = 32\n", "hmc.toml")
+    s = cfg.sampler
+    assert (s.target_acceptance, s.step_size, s.leapfrog_steps, s.adapt_interval) == (0.65, 0.1, 10, 1000)
+    assert cfg.schedule.ln_f_initial == 1 / 32
 
 
 @pytest.mark.parametrize("name,text,words", BAD, ids=[b[0] for b in BAD])

@@ -166,7 +166,7 @@ def test_walls_note_and_the_soft_wall_warning(capsys):
 
     def status(window: int, attempted: float, accepted: float) -> RankStatus:
         return RankStatus(window, 1.0, 0.0, False, False, 0, False, 0.0, attempted, accepted, 1.0, 0.0, 0.0,
-                          0, 0.0, 0.0, 0.0, float("nan"), 0.0, 1.0, False, float("nan"), float("nan"))
+                          0, 0.0, 0.0, 0.0, float("nan"), 0.0, 1.0, float("nan"), 0, False, float("nan"), float("nan"))
 
     schedule = make_schedule(ScheduleConfig())
     md_line = ProgressLine(2, 1, WLMD.rate_label, schedule, 100, 0.0, WLMD.fixed_walls_hint)

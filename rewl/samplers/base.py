@@ -51,7 +51,7 @@ class Sampler(ABC):
         """After the steps between two synchronisations: make the walkers' CVs and bins current
         (the exchange and the checkpoints read them)."""
 
-    def at_sync(self, step: int, est: Estimate) -> None:
+    def at_sync(self, step: int, est: Estimate, walkers: Walkers) -> None:
         """At every synchronisation point, after the window's estimates were merged."""
 
     def bin_ln_g(self, ln_g: torch.Tensor) -> torch.Tensor:
@@ -75,6 +75,16 @@ class Sampler(ABC):
     def wall_strength(self) -> float:
         """c of the soft walls now (samplers with walls), else nan."""
         return float("nan")
+
+    @property
+    def step_size(self) -> float:
+        """The tuned leapfrog step (samplers with trajectories), else nan."""
+        return float("nan")
+
+    @property
+    def leapfrog_steps(self) -> int:
+        """Leapfrog steps per trajectory now (samplers with trajectories), else 0."""
+        return 0
 
     def kinetic_temperature(self, walkers: Walkers) -> float:
         """<v^2> of the walkers (should be 1), or nan for samplers without velocities."""

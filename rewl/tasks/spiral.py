@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from ..config import Config
+from ..config import GRADIENT_SAMPLERS, Config
 from .base import ClassificationTask, RegressionTask
 
 
@@ -38,7 +38,7 @@ class SpiralTask(ClassificationTask):
         self.labels_train = torch.tensor(y_train, device=device)
         self.labels_test = torch.tensor(y_test, device=device)
         # a smoothed accuracy only where WLMD must push along y (y flattened); recorded, y is the hard accuracy
-        self.smooth_k = t.accuracy_k if cfg.sampler.kind == "wlmd" and not cfg.grid.y_recorded else None
+        self.smooth_k = t.accuracy_k if cfg.sampler.kind in GRADIENT_SAMPLERS and not cfg.grid.y_recorded else None
         self.y_label = "A_smooth" if self.smooth_k else "A_test"
         self.has_accuracy = self.smooth_k is not None
         self._build(cfg, device, 2, 2, np.concatenate([x_train, x_test]))
