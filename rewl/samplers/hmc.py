@@ -141,10 +141,11 @@ def hmc_step(task: Task, window: Window, walkers: Walkers, est: Estimate, traj: 
         momenta.sub_(0.5 * step * grad)
     kinetic_new = 0.5 * momenta.double().square().sum(dim=1)
 
-    with torch.no_grad():
-        x, y = task.cvs(w)
-    x, y = x.double(), y.double()
-    ix, iy, inside = window.bin(x, y)
+    if not with_y:       # the last leapfrog step evaluated x alone; the recorded y needs the test points
+        with torch.no_grad():
+            x, y = task.cvs(w)
+        x, y = x.double(), y.double()
+    ix, iy, inside = window.bin(x, y)     # flattened: x and y of the last leapfrog step, as WLMD bins them
     ln_ratio = ln_g[walkers.ix, walkers.iy] - ln_g[ix, iy] + kinetic_old - kinetic_new
     accept = stayed & inside & (torch.log(uniform) < ln_ratio)
 
