@@ -15,15 +15,17 @@ import torch
 from . import __version__
 from .config import Config
 from .storage import BaselineRecord
-from .tasks import make_task
+from .tasks import TaskFactory, make_task
 
 
-def train_baselines(cfg: Config, runs: int | None = None, device: torch.device | None = None) -> BaselineRecord:
-    """Train `runs` networks (default [baseline] runs) and record their trajectories."""
+def train_baselines(cfg: Config, runs: int | None = None, device: torch.device | None = None,
+                    custom_task: TaskFactory | None = None) -> BaselineRecord:
+    """Train `runs` networks (default [baseline] runs) of the deck's task (or `custom_task`'s) and
+    record their trajectories."""
     b = cfg.baseline
     runs = runs or b.runs
     device = device or torch.device("cpu")
-    task = make_task(cfg, device)
+    task = make_task(cfg, device, custom_task)
     t0 = time.perf_counter()
     params = task.initial_weights(runs, b.seed).requires_grad_(True)
     optimizer = (torch.optim.SGD if b.optimizer == "sgd" else torch.optim.Adam)([params], lr=b.learning_rate)

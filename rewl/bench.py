@@ -18,7 +18,7 @@ from .grid import Grid, Window
 from .models import param_layout
 from .samplers import make_sampler
 from .samplers.wlmd import Langevin
-from .tasks import make_task
+from .tasks import TaskFactory, make_task
 from .walkers import Walkers, drive_into_window
 from .wl import Estimate, wall_slope
 
@@ -113,14 +113,15 @@ def rank_memory(cfg: Config, task, window: Window, probe: int = 4) -> tuple[floa
     return used / probe, walker_bytes(state) / probe, what
 
 
-def sweep(cfg: Config, seconds: float, counts: list[int], threads: int, device_name: str = "cpu") -> int:
+def sweep(cfg: Config, seconds: float, counts: list[int], threads: int, device_name: str = "cpu",
+          custom_task: TaskFactory | None = None) -> int:
     """The batched step's walker-steps/s and memory at each walker count in `counts`. The walkers
     are copies of 16 driven into the middle window (the rate does not depend on where they are
     inside it); the memory is ``step_memory``'s, with the walkers' own arrays besides."""
     torch.set_num_threads(threads)
     keep_freed_memory()
     device = torch.device(device_name)
-    task = make_task(cfg, device)
+    task = make_task(cfg, device, custom_task)
     window = Window.split(cfg.grid, cfg.windows.count, cfg.windows.overlap)[cfg.windows.count // 2]
     gen = torch.Generator(device=device).manual_seed(cfg.run.seed)
     seeds, _ = drive_into_window(task, task.sample_uniform(min(16, max(counts)), gen), window.x_range, window.y_range,
@@ -149,11 +150,12 @@ def sweep(cfg: Config, seconds: float, counts: list[int], threads: int, device_n
     return 0
 
 
-def bench(cfg: Config, seconds: float, walkers: int | None, threads: int, device_name: str = "cpu") -> int:
+def bench(cfg: Config, seconds: float, walkers: int | None, threads: int, device_name: str = "cpu",
+          custom_task: TaskFactory | None = None) -> int:
     torch.set_num_threads(threads)
     keep_freed_memory()
     device = torch.device(device_name)
-    task = make_task(cfg, device)
+    task = make_task(cfg, device, custom_task)
     grid = cfg.grid
     window = Window.split(grid, cfg.windows.count, cfg.windows.overlap)[cfg.windows.count // 2]
     lo = window.lo

@@ -20,14 +20,24 @@ if TYPE_CHECKING:
     from .tasks import TaskFactory
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str = "rewl", script_deck: str | None = None) -> argparse.ArgumentParser:
+    """`rewl`'s parser; with `script_deck` a study script's (``rewl.run``): the commands that
+    need the task, each on that deck (no DECK argument)."""
     from . import __version__
-    p = argparse.ArgumentParser(prog="rewl", description="Replica-exchange Wang-Landau sampling of "
-                                "neural-network entropy landscapes S(ln L_train, y).")
+    p = argparse.ArgumentParser(prog=prog, description="Replica-exchange Wang-Landau sampling of "
+                                "neural-network entropy landscapes S(ln L_train, y)." + (
+                                    f" A study script on {script_deck}: its first argument is one of the commands "
+                                    "below, run when left out (python SCRIPT COMMAND --help)." if script_deck else ""))
     p.add_argument("--version", action="version", version=f"rewl {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+
+    def deck_of(command: argparse.ArgumentParser) -> None:
+        if script_deck is None:
+            command.add_argument("deck")
+        else:
+            command.set_defaults(deck=script_deck)
     r = sub.add_parser("run", help="run (or resume) a deck; under MPI: mpiexec -n N rewl run DECK")
-    r.add_argument("deck")
+    deck_of(r)
     r.add_argument("--out", help="output directory (default: [output] dir of the deck)")
     r.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     r.add_argument("--force", action="store_true", help="overwrite an existing run in the output directory")
@@ -37,26 +47,27 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--deadline", type=float, metavar="UNIX_TIME",
                    help="checkpoint and stop (status interrupted) at the first synchronisation after this time")
     c = sub.add_parser("check", help="validate a deck and print its layout; runs nothing")
-    c.add_argument("deck")
+    deck_of(c)
     c.add_argument("--out", help="output directory (default: [output] dir of the deck)")
     c.add_argument("--print", choices=("output_dir", "ranks"), dest="field",
                    help="print only this (for scripts): the output directory or the number of MPI ranks")
     _set_arg(c)
-    i = sub.add_parser("info", help="summarise a run directory or run file")
-    i.add_argument("run")
+    if script_deck is None:
+        i = sub.add_parser("info", help="summarise a run directory or run file")
+        i.add_argument("run")
     st = sub.add_parser("status", help="one word for scripts: none, running, interrupted, converged or "
                         "budget-exhausted (the run of DECK, or of --out)")
-    st.add_argument("deck")
+    deck_of(st)
     st.add_argument("--out", help="output directory (default: [output] dir of the deck)")
     _set_arg(st)
     s = sub.add_parser("sgd", help="train independent SGD/Adam baselines of the deck's network ([baseline] table)")
-    s.add_argument("deck")
+    deck_of(s)
     s.add_argument("--runs", type=int, help="number of runs (default: [baseline] runs)")
     s.add_argument("--out", help="output directory (default: [output] dir); writes baseline.h5 there")
     s.add_argument("--force", action="store_true", help="overwrite an existing baseline.h5")
     _set_arg(s)
     b = sub.add_parser("bench", help="walker-steps per second: batched engine vs a plain one-walker loop")
-    b.add_argument("deck")
+    deck_of(b)
     b.add_argument("--seconds", type=float, default=5.0, help="time per measurement (default 5)")
     b.add_argument("--walkers", type=int, help="batch size (default: the deck's walkers_per_rank)")
     b.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one core)")
@@ -64,6 +75,15 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--sweep", type=_counts, metavar="N,N,...",
                    help="instead: the batched step's walker-steps/s and memory at each walker count")
     _set_arg(b)
+    sc = sub.add_parser("scout", help="where the loss lives: ln L_train of walkers uniform in the box and of a few "
+                        "optimiser runs, and a suggested [grid.x]")
+    deck_of(sc)
+    sc.add_argument("--walkers", type=int, default=1000, help="walkers drawn uniform in the box (default 1000)")
+    sc.add_argument("--runs", type=int, default=5, help="optimiser runs of the deck's [baseline] (default 5)")
+    sc.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    _set_arg(sc)
+    if script_deck is not None:
+        return p
     # listed for --help only: `main` hands `analyse ...` to the analysis's own parser before this one
     sub.add_parser("analyse", add_help=False, help="figures and numbers from run files: rewl analyse "
                    "{landscape,report,compare,windows,diagnostics} ... (rewl analyse --help)")
@@ -87,16 +107,19 @@ def _set_arg(p: argparse.ArgumentParser) -> None:
                         "stored with the run, and a resume must give the same")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, custom_task: TaskFactory | None = None,
+         parser_: argparse.ArgumentParser | None = None) -> int:
+    """The `rewl` command; with `custom_task` (``rewl.run`` from a script) the deck's task is that
+    one for every command that builds a task (run, check, sgd, bench, scout)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["analyse"]:        # its own parser takes every argument, --help included
         from analysis.cli import main as analyse
         return analyse(argv[1:])
-    args = parser().parse_args(argv)
+    args = (parser_ or parser()).parse_args(argv)
     if args.command == "run":
         from .stop import StopRequest
         stop = StopRequest(args.stop_file, args.deadline)    # before the heavy imports and the deck
-        return run_checked(args.deck, tuple(args.overrides), args.out, args.resume, args.force, stop)
+        return run_checked(args.deck, tuple(args.overrides), args.out, args.resume, args.force, stop, custom_task)
     quiet = env_rank() != 0       # under mpiexec, only rank 0 reports deck errors
     if args.command == "info":
         from .report import info
@@ -107,31 +130,34 @@ def main(argv: list[str] | None = None) -> int:
         if not quiet:
             print(f"rewl: error: {exc}", file=sys.stderr, flush=True)
         return 2
-    if cfg.task.kind == "custom" and args.command in ("sgd", "bench"):
+    if cfg.task.kind == "custom" and custom_task is None and args.command in ("sgd", "bench", "scout"):
         if not quiet:
             print(f'rewl: error: {cfg.path}: [task] kind = "custom": its task is given from Python, '
-                  f'rewl.run(deck, task=MyTask) in a script (docs/tasks.md, "Your own task")', file=sys.stderr, flush=True)
+                  f'rewl.run(deck, task=MyTask) in a script, which takes `{args.command}` as its first argument '
+                  f'(python my_study.py {args.command}; docs/tasks.md, "Your own task")', file=sys.stderr, flush=True)
         return 2
     if args.command == "check" and args.field:
         print(args.out or cfg.output.dir if args.field == "output_dir" else cfg.world_size)
         return 0
-    if args.command == "check":
-        return check(cfg, args.out or cfg.output.dir)
     if args.command == "status":
         return status(args.out or cfg.output.dir)
-    if args.command in ("sgd", "bench"):
-        from .data import DataError
-        try:
-            if args.command == "sgd":
-                return sgd(cfg, args.runs, args.out or cfg.output.dir, args.force)
-            from .bench import bench, sweep
-            if args.sweep:
-                return sweep(cfg, args.seconds, args.sweep, args.threads, args.device)
-            return bench(cfg, args.seconds, args.walkers, args.threads, args.device)
-        except DataError as exc:
-            print(f"rewl: error: {cfg.path}: {exc}", file=sys.stderr, flush=True)
-            return 2
-    raise AssertionError(f"unhandled command {args.command}")
+    from .data import DataError
+    from .tasks import TaskError
+    try:
+        if args.command == "check":
+            return check(cfg, args.out or cfg.output.dir, custom_task)
+        if args.command == "sgd":
+            return sgd(cfg, args.runs, args.out or cfg.output.dir, args.force, custom_task)
+        if args.command == "scout":
+            from .scout import scout
+            return scout(cfg, args.walkers, args.runs, args.threads, custom_task)
+        from .bench import bench, sweep
+        if args.sweep:
+            return sweep(cfg, args.seconds, args.sweep, args.threads, args.device, custom_task)
+        return bench(cfg, args.seconds, args.walkers, args.threads, args.device, custom_task)
+    except (DataError, TaskError) as exc:
+        print(f"rewl: error: {cfg.path}: {exc}", file=sys.stderr, flush=True)
+        return 2
 
 
 def run_checked(deck: str | Path, overrides: tuple[str, ...], out: str | None, resume: bool, force: bool,
@@ -213,8 +239,9 @@ def walls_note(n_params: int, wall_strength: float | str, x_width: float) -> str
     return note
 
 
-def check(cfg: Config, out_dir: str) -> int:
-    """Print what the deck would run: task, parameter count, grid, windows, rank layout."""
+def check(cfg: Config, out_dir: str, custom_task: TaskFactory | None = None) -> int:
+    """Print what the deck would run: task, parameter count, grid, windows, rank layout (a custom
+    deck's task only where `custom_task` gives it)."""
     import torch
 
     from .data import DataError
@@ -222,9 +249,9 @@ def check(cfg: Config, out_dir: str) -> int:
     from .report import bins_text
     from .tasks import describe_unbuilt, make_task
     grid = cfg.grid
-    custom = cfg.task.kind == "custom"
+    custom = cfg.task.kind == "custom" and custom_task is None
     try:
-        task = None if custom else make_task(cfg, torch.device("cpu"))
+        task = None if custom else make_task(cfg, torch.device("cpu"), custom_task)
         described = "custom: given from Python (rewl.run(deck, task=...))" if custom else task.describe()
         count = None if custom else task.n_params
     except DataError as exc:           # a deck can be checked before its data is in place
@@ -313,7 +340,7 @@ def status(out_dir: str) -> int:
     return 0
 
 
-def sgd(cfg: Config, runs: int | None, out_dir: str, force: bool) -> int:
+def sgd(cfg: Config, runs: int | None, out_dir: str, force: bool, custom_task: TaskFactory | None = None) -> int:
     """Train the baselines and write OUT/baseline.h5."""
     from .baseline import train_baselines
     from .storage import RunStore
@@ -327,7 +354,7 @@ def sgd(cfg: Config, runs: int | None, out_dir: str, force: bool) -> int:
     if cfg.task.kind == "box_quadratic":
         print(f"rewl: error: {cfg.path}: [task] kind: {cfg.task.kind!r} has no network to train", file=sys.stderr)
         return 2
-    rec = train_baselines(cfg, runs)
+    rec = train_baselines(cfg, runs, custom_task=custom_task)
     path = store.write_baseline(rec)
     final_x, final_y = rec.x[:, -1], rec.y[:, -1]
     print(f"rewl sgd: {rec.runs} runs of {rec.optimizer} (lr {rec.learning_rate:g}, batch {rec.batch_size}, "

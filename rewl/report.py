@@ -66,6 +66,7 @@ def info(path: str) -> int:
           f"deep: visited bins more than decide_depth = {depth:g} below the top of their x row (not in the flat test "
           "unless visited more than the rest: a trap)")
     _partial_bins(rec)
+    _steep_bins(rec)
     _walls(rec)
     _trajectories(rec)
     for k in range(rec.n_windows - 1):
@@ -165,6 +166,43 @@ def _walls(rec: RunRecord) -> None:
     auto = _deck(rec).sampler.wall_strength == "auto"
     print("  soft walls c per window: " + ", ".join(f"{w.wall_strength:.4g}" for w in rec.windows)
           + (' (tuned during the run: wall_strength = "auto")' if auto else " (the deck's)"))
+
+
+# above this change of ln g between neighbouring x bins, walkers cross a bin markedly less often
+# than they would on a finer grid (docs/convergence.md, "Bins as fine as the entropy is steep")
+STEEP = 2.0
+
+
+def steepest_steps(rec: RunRecord) -> list[tuple[float, float]]:
+    """Per window: the largest change of ln g(x) (summed over y) between neighbouring visited x
+    bins, and the x of the edge between them ((nan, nan) with fewer than two visited bins)."""
+    out = []
+    for w in rec.windows:
+        ln_g = np.where(w.visits > 0, w.ln_g, -np.inf)
+        top = ln_g.max(axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s_x = (top + np.log(np.exp(ln_g - top).sum(axis=1, keepdims=True)))[:, 0]      # (n_x,)
+        step = np.abs(np.diff(s_x))
+        step[~np.isfinite(step)] = -1
+        k = int(np.argmax(step)) if len(step) else 0
+        out.append((float(step[k]), float(rec.x_edges[w.x_bins[0] + k + 1])) if len(step) and step[k] >= 0
+                   else (float("nan"), float("nan")))
+    return out
+
+
+def _steep_bins(rec: RunRecord) -> None:
+    """The steepest change of ln g between neighbouring x bins per window, and advice where it
+    exceeds STEEP: walkers reach the far side of a bin about exp(-change) as often as its near side."""
+    steps = steepest_steps(rec)
+    print("  steepest change of ln g between neighbouring x bins: "
+          + ", ".join(f"w{k} {_num(d, 2)}" + (f" at {x:.3g}" if np.isfinite(x) else "") for k, (d, x) in enumerate(steps)))
+    worst = max((d for d, _ in steps if np.isfinite(d)), default=0.0)
+    if worst > STEEP:
+        width = rec.x_edges[1] - rec.x_edges[0]
+        print(f"  warning: ln g changes by up to {worst:.3g} across one x bin of {width:g}: walkers cross such a bin "
+              f"in proportion to exp(-{worst:.2g}) and the window flattens slowly; bins of about "
+              f"{width * STEEP / worst:.2g} (the slope {worst / width:.3g} per unit of x) keep the change within {STEEP:g} "
+              "(docs/convergence.md, \"Bins as fine as the entropy is steep\")")
 
 
 def _trajectories(rec: RunRecord) -> None:

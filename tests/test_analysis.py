@@ -350,3 +350,21 @@ def test_wlmd_joins_leave_the_kernel_width_of_rows_at_each_window_edge_to_the_ne
     rec.sampler = "wlmc"
     with pytest.raises(JoinError, match="residual"):
         join_windows(rec)
+
+
+def test_info_names_the_steepest_change_of_ln_g_between_x_bins(capsys):
+    """A cliff of 6 units between two x bins (S summed over y) is found, placed and warned about
+    with the bin width that would keep it within 2; a gentle landscape gets no warning."""
+    from rewl.report import _steep_bins, steepest_steps
+    x = np.linspace(-2, 2, 40)[:, None]
+    cliff = np.where(x < -0.5, 0.0, 6.0) + 0.1 * x + np.zeros((40, 3))      # 3 y bins, equal
+    rec = synthetic_run(cliff, window_bins(40, 2, 0.5), offsets=[0.0, 4.0], noise=0.0)
+    steps = steepest_steps(rec)
+    assert steps[0][0] == pytest.approx(6.0 + 0.1 * 4 / 39, abs=1e-9) and steps[0][1] == pytest.approx(-0.5)
+    _steep_bins(rec)
+    out = capsys.readouterr().out
+    assert "w0 6.01 at -0.5" in out and "warning: ln g changes by up to 6.01 across one x bin of 0.1" in out
+    assert "bins of about 0.033" in out
+    gentle = synthetic_run(0.5 * x + np.zeros((40, 3)), window_bins(40, 2, 0.5), offsets=[0.0, 0.0], noise=0.0)
+    _steep_bins(gentle)
+    assert "warning" not in capsys.readouterr().out

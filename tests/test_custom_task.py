@@ -43,7 +43,7 @@ class QuadraticBlocks(rewl.Task):
 
 
 if __name__ == "__main__":
-    raise SystemExit(rewl.run(sys.argv[1], task=QuadraticBlocks, resume="--resume" in sys.argv[2:]))
+    raise SystemExit(rewl.run(sys.argv[1], task=QuadraticBlocks, argv=sys.argv[2:]))   # rewl run's options
 
 
 # ----------------------------------------------------------------------------------------------

@@ -135,3 +135,15 @@ def test_the_readme_is_a_front_page():
     assert len(lines) <= 250
     linked = set(re.findall(r"\(docs/([a-z_]+\.md)\)", "\n".join(lines)))
     assert {p.name for p in PAGES[1:] if p.name != "spiral_sizes_summary.md"} <= linked
+
+
+def test_the_readmes_first_run_is_the_example_whole():
+    """The README's first run of your own network is examples/mlp_classification.py as it is (the
+    suite runs that file under mpiexec, tests/test_module_task.py), nothing left out."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## A first run of your own network"):]
+    block = section[section.index("```python\n") + len("```python\n"):]
+    block = block[:block.index("```")]
+    example = (ROOT / "examples" / "mlp_classification.py").read_text()
+    code = example[example.index('"""', 3) + 4:]            # the file after its docstring
+    assert block.strip() == code.strip()

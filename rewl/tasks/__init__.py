@@ -8,11 +8,12 @@ through exactly the same interface, so the engine path it tests is the one the n
 from .base import ClassificationTask, NetworkTask, RegressionTask, Task, TaskError, TaskFactory, validate_task
 from .box import BoxQuadraticTask
 from .images import Cifar10Task, ImageTask, MnistTask
+from .module import ModuleTask
 from .registry import KINDS, describe_unbuilt, make_task
 from .spiral import SpiralRegressionTask, SpiralTask, spiral_data, spiral_regression_data
 from .tabular import FeaturesTask, HousePricesTask
 
 __all__ = ["BoxQuadraticTask", "Cifar10Task", "ClassificationTask", "FeaturesTask", "HousePricesTask", "ImageTask",
-           "KINDS", "MnistTask", "NetworkTask", "RegressionTask", "SpiralRegressionTask", "SpiralTask", "Task",
+           "KINDS", "MnistTask", "ModuleTask", "NetworkTask", "RegressionTask", "SpiralRegressionTask", "SpiralTask", "Task",
            "TaskError", "TaskFactory", "describe_unbuilt", "make_task", "spiral_data", "spiral_regression_data",
            "validate_task"]

@@ -125,19 +125,19 @@ class NetworkTask(Task):
         module = FNN(d_in, m.hidden, d_out, m.activation).to(device=device, dtype=self.dtype)
         fan_outs = [layer.out_features for layer in module.layers]
         half = m.box if m.box is not None else tuple(2.0 / math.sqrt(f) for f in fan_outs)
-        self._attach(cfg, module, batched_forward(module, for_compile=m.compile),
-                     [f"layer{k}" for k in range(len(fan_outs))], half)
+        self._attach(module, batched_forward(module, for_compile=m.compile),
+                     [f"layer{k}" for k in range(len(fan_outs))], half, m.compile, m.chunk_points)
 
-    def _attach(self, cfg: Config, module: nn.Module, forward: Callable, group_names: list[str],
-                half_widths: tuple[float, ...] | list[float]) -> None:
+    def _attach(self, module: nn.Module, forward: Callable, group_names: list[str],
+                half_widths: tuple[float, ...] | list[float], compile_: bool, chunk_points: int) -> None:
         """Take `module` (on its device and dtype) and its batched `forward`; one parameter group per
-        layer (``param_layout``), box +-half_widths[k] for layer k."""
+        layer (``param_layout``), box +-half_widths[k] for layer k; `compile_` torch.compiles the CVs,
+        `chunk_points` > 0 evaluates the points that many at a time."""
         self.module, self.forward = module, forward
-        self.chunk_points = cfg.model.chunk_points
+        self.chunk_points = chunk_points
         # dynamic=False: one batch size per rank, so one specialised kernel; the MD path and the
         # training loss alone (HMC's leapfrog, the drive into the window) compile forward and backward
         # together (AOTAutograd: HMC's step 2.1x faster, docs/performance.md)
-        compile_ = cfg.model.compile
         self._cvs = torch.compile(self._cvs_eager, dynamic=False) if compile_ else self._cvs_eager
         self._md = torch.compile(self._md_eager, dynamic=False) if compile_ else self._md_eager
         self._x = torch.compile(self._x_eager, dynamic=False) if compile_ else self._x_eager

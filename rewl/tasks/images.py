@@ -47,8 +47,8 @@ class ImageTask(ClassificationTask):
         self.y_label = f"logit {accuracy_name}" if self.logit else accuracy_name
         self.inputs_t = torch.tensor(np.concatenate([x_train, x_test]), dtype=self.dtype, device=device)  # (P, C, H, W)
         self.n_points = len(self.inputs_t)
-        self._attach(cfg, module.to(device=device, dtype=self.dtype), forward, group_names,
-                     [2.0 / math.sqrt(f) for f in fan_outs])
+        self._attach(module.to(device=device, dtype=self.dtype), forward, group_names,
+                     [2.0 / math.sqrt(f) for f in fan_outs], cfg.model.compile, cfg.model.chunk_points)
 
     def _points(self, part: slice) -> torch.Tensor:
         return self.inputs_t[part]

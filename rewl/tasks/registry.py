@@ -28,7 +28,8 @@ def make_task(cfg: Config, device: torch.device, custom: TaskFactory | None = No
         if custom is None:
             raise TaskError(f"{cfg.path}: [task] kind = \"custom\" is run from Python: rewl.run(deck, task=MyTask)")
         task = custom(device)
-        validate_task(task, device, md=cfg.sampler.kind in GRADIENT_SAMPLERS)
+        # y differentiable only where a gradient sampler pushes along it (y flattened)
+        validate_task(task, device, md=cfg.sampler.kind in GRADIENT_SAMPLERS and not cfg.grid.y_recorded)
         return task
     if custom is not None:
         raise TaskError(f"{cfg.path}: a task was given from Python, but the deck's [task] kind is {cfg.task.kind!r}; "

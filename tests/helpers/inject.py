@@ -97,5 +97,5 @@ class FailingBox(rewl.Task):
 rewl.cli.load, rewl.driver.make_task, rewl.driver.pick_device = load, build_task, pick_device
 rewl.driver.exchange_round, RunStore.write_checkpoint, RunStore.write_run = exchange_round, write_checkpoint, write_run
 if kind == "custom":
-    sys.exit(rewl.run(deck, task=FailingBox, force="--force" in rest))
+    sys.exit(rewl.run(deck, task=FailingBox, argv=rest))
 sys.exit(rewl.cli.main(["run", deck, *rest]))
