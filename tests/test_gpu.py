@@ -65,3 +65,26 @@ def test_two_rank_cuda_run_resumes_bit_for_bit(make_deck, tmp_path):
     proc = run_rewl(["run", str(longer), "--resume"], ranks=2)
     assert proc.returncode == 0, proc.stderr
     assert_same_run(RunStore(tmp_path / "straight"), RunStore(tmp_path / "stopped"), 2, 3000)
+
+
+def test_module_task_on_cuda_equals_cpu():
+    """rewl.ModuleTask called with a CUDA device (as rewl.run does per rank): the copy on the GPU
+    gives the CPU's x, y and gradients for a small CNN (float64), chunked or not."""
+    import rewl
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(30, 1, 8, 8, generator=gen, dtype=torch.float64)
+    labels = torch.randint(0, 2, (30,), generator=gen)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, stride=2), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(18, 2)).double()
+    cpu = rewl.ModuleTask(model, (images[:20], labels[:20]), (images[20:], labels[20:]))
+    gpu = cpu(CUDA)
+    assert gpu.lo.device.type == "cuda" and gpu.inputs.device.type == "cuda"
+    walkers = cpu.sample_uniform(5, torch.Generator().manual_seed(1)).requires_grad_(True)
+    on_gpu = walkers.detach().to(CUDA).requires_grad_(True)
+    x_c, x_g = cpu.x_of(walkers), gpu.x_of(on_gpu)
+    torch.testing.assert_close(x_g.cpu(), x_c.detach())
+    torch.testing.assert_close(gpu.cvs(on_gpu.detach())[1].cpu(), cpu.cvs(walkers.detach())[1])
+    g_c, = torch.autograd.grad(x_c.sum(), walkers)
+    g_g, = torch.autograd.grad(x_g.sum(), on_gpu)
+    torch.testing.assert_close(g_g.cpu(), g_c)
+    assert_chunked_equals_whole(gpu, chunk=7)

@@ -36,11 +36,12 @@ def test_wlmd_box_quadratic_recovers_exact_entropy(make_deck, tmp_path):
 
 @pytest.mark.mpi
 @pytest.mark.slow
-@pytest.mark.parametrize("y_grid, unreachable", [((-3.0, 0.6), 4), ((-3.05, 0.55), 3)], ids=["limit-on-edge", "limit-in-bin"])
-def test_wlmd_respects_the_edge_of_the_reachable_region_inside_the_grid(make_deck, tmp_path, y_grid, unreachable):
+def test_wlmd_respects_the_edge_of_the_reachable_region_inside_the_grid(make_deck, tmp_path):
     # n = 2, m = 1: y = ln w2^2 <= ln a^2 = 0, and the grid reaches past that limit, so the edge of
     # the region walkers reach is not an edge of the grid (as on every network's grid). The limit
-    # lies on a bin edge, or 1/3 of the way up a bin.
+    # lies 1/3 of the way up a bin (a limit on a bin edge, y in [-3.0, 0.6), passed beside this case
+    # for weeks and was dropped for the suite's time: 152 s).
+    y_grid, unreachable = (-3.05, 0.55), 3
     # Without the scaled kernel the top reachable column ended 7 to 8 too low and ln f stayed at 1;
     # with whole bins (no reachable fraction) the limit inside a bin bent S by 0.34 next to it.
     deck = make_deck("box_md", "run", run={"max_steps": 40_000}, task={"n": 2, "m": 1},
@@ -72,11 +73,9 @@ def test_wlmd_respects_the_edge_of_the_reachable_region_inside_the_grid(make_dec
     info = rewl_here(["info", str(tmp_path / "run")])
     assert info.returncode == 0, info.stderr
     cut = re.search(r"bins partly reachable .*: 0: (\d+)(?: \(([\d.]+)-([\d.]+)\))?, 1: (\d+)", info.stdout)
-    if unreachable == 4:
-        assert cut.group(1) == cut.group(4) == "0", info.stdout
-    else:                                       # the limit 1/3 of the way into the bin [-0.05, 0.1)
-        assert [int(cut.group(1)), int(cut.group(4))] == [w.ln_g.shape[0] for w in rec.windows], info.stdout
-        assert 0.3 <= float(cut.group(2)) <= float(cut.group(3)) <= 0.37, info.stdout
+    # the limit 1/3 of the way into the bin [-0.05, 0.1)
+    assert [int(cut.group(1)), int(cut.group(4))] == [w.ln_g.shape[0] for w in rec.windows], info.stdout
+    assert 0.3 <= float(cut.group(2)) <= float(cut.group(3)) <= 0.37, info.stdout
     assert "exact check: max |S - S_exact| over visited bins" in info.stdout
 
 

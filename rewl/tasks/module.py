@@ -169,9 +169,9 @@ class ModuleTask(NetworkTask):
         return y if self.y_kind == "accuracy" else None
 
     def train_point_losses(self, walkers: torch.Tensor) -> torch.Tensor:
-        inputs, targets = self.inputs[:self.n_train], self.targets[:self.n_train]
-        return vmap(lambda flat: self.loss_points(functional_call(self.module, self._parameters(flat), (inputs,)),
-                                                  targets))(walkers)                     # (B, P_train)
+        targets = self.targets[:self.n_train]
+        outputs = self.forward(walkers, self.inputs[:self.n_train])                   # (B, P_train, ...)
+        return vmap(lambda out: self.loss_points(out, targets))(outputs)              # (B, P_train)
 
     def plain_cvs(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         totals = self._model_totals(module(self.inputs), self.targets, self.n_train).unsqueeze(0)
