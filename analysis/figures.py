@@ -189,6 +189,7 @@ def windows_figure(rec: RunRecord, out: str | Path, why: str = "") -> list[Path]
     for ln_g, visits in views:
         seen = visits > 0
         top = np.max(np.where(seen, ln_g, -np.inf), axis=1, keepdims=True)
+        top[~np.isfinite(top)] = 0.0     # a row nobody visited: all nan below, without inf - inf
         rels.append(np.where(seen, ln_g - top, np.nan))
     deepest = min((float(np.nanmin(r)) for r in rels if np.isfinite(r).any()), default=-1.0)
     vmin = max(deepest, -30.0)      # colour the top 30 units of each row; deeper bins saturate

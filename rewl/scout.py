@@ -6,6 +6,7 @@ as the entropy is steep")."""
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ def scout(cfg: Config, walkers: int, runs: int, threads: int, custom_task: TaskF
     """Print the ranges and the suggested [grid.x]; 0, or 2 for bad counts."""
     from .baseline import train_baselines
     if walkers < 20 or runs < 0:
-        print(f"rewl: error: scout needs --walkers >= 20 and --runs >= 0 (got {walkers}, {runs})")
+        print(f"rewl: error: scout needs --walkers >= 20 and --runs >= 0 (got {walkers}, {runs})", file=sys.stderr)
         return 2
     torch.set_num_threads(threads)
     task = make_task(cfg, torch.device("cpu"), custom_task)
@@ -51,7 +52,7 @@ def scout(cfg: Config, walkers: int, runs: int, threads: int, custom_task: TaskF
     print(f"scout {cfg.path}: {task.describe()}")
     print(f"  {len(x_box)} walkers uniform in the box: {task.x_label} min {q[0]:.3f}, 5 % {q[1]:.3f}, median {q[2]:.3f}, "
           f"95 % {q[3]:.3f}, max {q[4]:.3f}")
-    low = q[1]
+    low, low_what = q[1], "the box's 5 % point"
     if runs:
         try:
             rec = train_baselines(cfg, runs, custom_task=custom_task)
@@ -62,7 +63,8 @@ def scout(cfg: Config, walkers: int, runs: int, threads: int, custom_task: TaskF
             b = cfg.baseline
             print(f"  {rec.runs} runs of {b.optimizer} (lr {b.learning_rate:g}, batch {b.batch_size}, {b.steps} steps, "
                   f"[baseline]): final {task.x_label} min {ends.min():.3f}, median {np.median(ends):.3f}, max {ends.max():.3f}")
-            low = min(low, float(ends.min()))
+            if ends.min() < low:
+                low, low_what = float(ends.min()), "the lowest optimiser end"
     slope = max(box_slope(x_box), task.n_params / 2)
     width = bin_width_for(slope)
     lo = math.floor((low - 0.5) / 0.1) * 0.1
@@ -71,7 +73,7 @@ def scout(cfg: Config, walkers: int, runs: int, threads: int, custom_task: TaskF
           f"{task.n_params / 2:g} near a minimum (a loss quadratic in the weights); bins of {width:g} keep the change "
           f"of S per bin within about {STEP_PER_BIN}")
     print("  suggested deck:")
-    print("    [grid.x]        # from 0.5 below the lowest optimiser end to the box's 95 % point")
+    print(f"    [grid.x]        # from 0.5 below {low_what} to the box's 95 % point")
     print(f"    min = {lo:.1f}")
     print(f"    max = {hi:.1f}")
     print(f"    width = {width:g}")
