@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import logsumexp
 
 from . import joining
 from .config import Config, DeckError, SamplerConfig, ScheduleConfig, parse
@@ -178,15 +179,14 @@ def steepest_steps(rec: RunRecord) -> list[tuple[float, float]]:
     bins, and the x of the edge between them ((nan, nan) with fewer than two visited bins)."""
     out = []
     for w in rec.windows:
-        ln_g = np.where(w.visits > 0, w.ln_g, -np.inf)
-        top = ln_g.max(axis=1, keepdims=True)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            s_x = (top + np.log(np.exp(ln_g - top).sum(axis=1, keepdims=True)))[:, 0]      # (n_x,)
-        step = np.abs(np.diff(s_x))
-        step[~np.isfinite(step)] = -1
-        k = int(np.argmax(step)) if len(step) else 0
-        out.append((float(step[k]), float(rec.x_edges[w.x_bins[0] + k + 1])) if len(step) and step[k] >= 0
-                   else (float("nan"), float("nan")))
+        s_x = logsumexp(np.where(w.visits > 0, w.ln_g, -np.inf), axis=1)                  # (n_x,)
+        with np.errstate(invalid="ignore"):
+            step = np.abs(np.diff(s_x))                                # nan or inf next to unvisited rows
+        if not np.isfinite(step).any():
+            out.append((float("nan"), float("nan")))
+            continue
+        k = int(np.argmax(np.where(np.isfinite(step), step, -1.0)))
+        out.append((float(step[k]), float(rec.x_edges[w.x_bins[0] + k + 1])))
     return out
 
 

@@ -146,11 +146,9 @@ class ModuleTask(NetworkTask):
 
     def _part_totals(self, walkers: torch.Tensor, part: slice) -> torch.Tensor:
         k = max(0, min(part.stop, self.n_train) - part.start)
-        inputs, targets = self.inputs[part], self.targets[part]
-
-        def one(flat: torch.Tensor) -> torch.Tensor:
-            return self._model_totals(functional_call(self.module, self._parameters(flat), (inputs,)), targets, k)
-        return vmap(one)(walkers)                                                       # (B, 2)
+        targets = self.targets[part]
+        outputs = self.forward(walkers, self.inputs[part])                              # (B, p, ...)
+        return vmap(lambda out: self._model_totals(out, targets, k))(outputs)           # (B, 2)
 
     def _grad_columns(self, train: bool) -> tuple[int, ...]:
         return (0,) if train else () if self.y_kind == "accuracy" else (1,)
