@@ -13,29 +13,6 @@ from rewl.storage import RunStore
 from rewl.testsystems import box_entropy, max_error_after_constant
 
 
-@pytest.mark.mpi
-@pytest.mark.parametrize("n,m", [(4, 2)])
-def test_box_quadratic_recovers_exact_entropy(make_deck, tmp_path, n, m):
-    # x and y up to ln 2 = ln(2 a^2): the whole grid lies in the closed-form region. (n 6, m 3 was
-    # here too: 80 s of the suite for what test_box_quadratic_at_network_like_range_n32 checks at n 32)
-    hi, width = math.log(2.0), 0.15
-    axis = {"min": hi - 24 * width, "max": hi, "width": width}
-    deck = make_deck("box", "run", task={"n": n, "m": m}, grid__x=axis, grid__y=axis)
-    proc = run_rewl(["run", str(deck)], ranks=4)
-    assert proc.returncode == 0, proc.stderr
-    rec = RunStore(tmp_path / "run").read_run()
-    exact = box_entropy(rec.x_edges, rec.y_edges, n, m, 1.0)
-    assert np.isfinite(exact).all()
-    errors = []
-    for w in rec.windows:
-        lo_bin, hi_bin = w.x_bins
-        mask = w.visits > 0
-        assert mask.mean() > 0.95              # the sampler reached (nearly) every bin of its window
-        errors.append(max_error_after_constant(w.ln_g, exact[lo_bin:hi_bin], mask))
-    print(f"n={n} m={m}: max |S_est - S_exact| per window after its constant: {np.round(errors, 3)}")
-    assert max(errors) <= 0.15, errors
-
-
 def _axis(k: int, bins: int, width: float = 0.15) -> dict:
     """`bins` bins of `width` in ln E up to a bin edge at most 0.9 above the typical ln(k a^2 / 3)
     (a = 1): past E = 2 a^2, into the falling tail of the density where only the full box formula is

@@ -49,7 +49,7 @@ if __name__ == "__main__":
 # ----------------------------------------------------------------------------------------------
 # the tests
 
-from conftest import HANG, MPIEXEC, ROOT, assert_same_run, env, rewl_here, run_analysis, run_rewl, wait_for_checkpoint  # noqa: E402
+from conftest import HANG, MPIEXEC, ROOT, env, rewl_here, run_analysis, run_rewl, wait_for_checkpoint  # noqa: E402
 from rewl.storage import RunStore  # noqa: E402
 from rewl.tasks import TaskError, validate_task  # noqa: E402
 from rewl.testsystems import box_entropy, max_error_after_constant  # noqa: E402
@@ -86,14 +86,24 @@ def _script(deck: Path, *args: str) -> list[str]:
 
 @pytest.mark.mpi
 def test_custom_task_runs_exactly_resumes_bit_for_bit_and_is_analysed(tmp_path):
-    straight = _deck(tmp_path, "straight")
-    proc = subprocess.run(_script(straight), capture_output=True, text=True, env=env(), cwd=ROOT, timeout=HANG)
-    assert proc.returncode == 0, proc.stderr
-    assert "quadratic_blocks: 4 parameters" in proc.stdout
-    rec = RunStore(tmp_path / "straight").read_run()
-    assert rec.task == "quadratic_blocks" and rec.n_params == 4 and rec.x_label == "ln E1"
+    # the custom task stopped by SIGTERM and resumed gives the bits of the built-in task run straight
+    # (40,000 steps: any difference in the task or a state the resume lost would part the estimates)
     builtin = _deck(tmp_path, "builtin", task={"kind": "box_quadratic", "n": 4, "m": 2})
     assert run_rewl(["run", str(builtin)], ranks=2).returncode == 0
+    stopped = _deck(tmp_path, "stopped")
+    store = RunStore(tmp_path / "stopped")
+    run = subprocess.Popen(_script(stopped), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
+    wait_for_checkpoint(store, run)
+    run.send_signal(signal.SIGTERM)
+    out, err = run.communicate(timeout=HANG)
+    assert run.returncode == 0, err
+    assert "quadratic_blocks: 4 parameters" in out
+    assert store.read_run().status == "interrupted"
+    proc = subprocess.run(_script(stopped, "--resume"), capture_output=True, text=True, env=env(), cwd=ROOT, timeout=HANG)
+    assert proc.returncode == 0, proc.stderr
+    rec = store.read_run()
+    assert rec.status == "budget-exhausted" and rec.steps == STEPS
+    assert rec.task == "quadratic_blocks" and rec.n_params == 4 and rec.x_label == "ln E1"
     for mine, theirs in zip(rec.windows, RunStore(tmp_path / "builtin").read_run().windows):
         for name in ("ln_g", "hist", "visits"):
             np.testing.assert_array_equal(getattr(mine, name), getattr(theirs, name), err_msg=name)
@@ -103,24 +113,12 @@ def test_custom_task_runs_exactly_resumes_bit_for_bit_and_is_analysed(tmp_path):
         error = max_error_after_constant(w.ln_g, exact, w.visits > 0)
         assert error <= 0.2, (w.x_bins, error)       # 40,000 steps end at ln f = 1.6e-2: measured 0.149, 0.121
 
-    stopped = _deck(tmp_path, "stopped")
-    store = RunStore(tmp_path / "stopped")
-    run = subprocess.Popen(_script(stopped), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
-    wait_for_checkpoint(store, run)
-    run.send_signal(signal.SIGTERM)
-    _, err = run.communicate(timeout=HANG)
-    assert run.returncode == 0, err
-    assert store.read_run().status == "interrupted"
-    proc = subprocess.run(_script(stopped, "--resume"), capture_output=True, text=True, env=env(), cwd=ROOT, timeout=HANG)
-    assert proc.returncode == 0, proc.stderr
-    assert_same_run(RunStore(tmp_path / "straight"), store, ranks=2, steps=STEPS)
-
-    report = run_analysis(["report", str(tmp_path / "straight"), "--json"])
+    report = run_analysis(["report", str(tmp_path / "stopped"), "--json"])
     assert report.returncode == 0, report.stderr
     data = json.loads(report.stdout)
     assert data["x_label"] == "ln E1" and len(data["joins"]) == 1
     assert np.isfinite([v for v in data["equilibrium_mean"] if v is not None]).all()
-    info = rewl_here(["info", str(tmp_path / "straight")])
+    info = rewl_here(["info", str(tmp_path / "stopped")])
     assert info.returncode == 0 and "task quadratic_blocks (4 parameters)" in info.stdout
 
 
