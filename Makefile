@@ -36,7 +36,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
-	$(REWL) bench inputs/quick.toml --walkers 512
+	$(REWL) bench inputs/quick_wlmc.toml --walkers 512
 
 clean-runs:
 	rm -rf runs

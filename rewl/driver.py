@@ -332,6 +332,8 @@ class Engine:
             keep = self.schedule.at_end(self.est, self.step)
             self.est.mark_checkpoint(scheduled, self.cfg.schedule.decide_depth, keep_stretch=keep)
             if scheduled:
+                if self.schedule.end_stretch(self.est, self.step):
+                    self.remember_merged()
                 self.schedule.settle(self.est, self.step)
             self.marked_step = self.step
             self.share_status()      # the run file reports what was just measured

@@ -2,11 +2,11 @@
 
 One object per run (``make_schedule``), shared by nothing but the estimate it is handed. The
 engine calls ``before_step`` before every step (the ramp sets ln f there), ``check`` at every
-flatness check (every ``[schedule] check_interval`` steps) and ``settle`` at every scheduled
-checkpoint. A window is *settled* when ln f has come down to ``ln_f_final`` and its estimate
-stopped moving (``settle``); the run converged when every
-window is settled at one checkpoint and the windows join (``Engine.conclude``); until then ln f
-follows the schedule further down.
+flatness check (every ``[schedule] check_interval`` steps), and ``end_stretch`` then ``settle``
+at every scheduled checkpoint. A window is *settled* when ln f has come down to ``ln_f_final``
+and its estimate stopped moving (``settle``); the run converged when every window is settled at
+one checkpoint and the windows join (``Engine.conclude``); until then ln f follows the schedule
+further down.
 
 To add a schedule: subclass ``Schedule``, override ``_reduce`` (and ``before_step`` when ln f is
 a function of the step), add its name to ``config.SCHEDULES`` and to ``make_schedule``.
@@ -41,17 +41,50 @@ class Schedule:
         is a trap (``wl.trapped_bins``) the flatness is 0 and ln f holds (so the trap fills)."""
         cfg = self.cfg
         est.flatness = flatness(est.hist, est.visits, est.ln_g, cfg.decide_depth)
-        trapped = est.per_visit and math.isfinite(cfg.decide_depth) and bool(   # older runs keep their rule
-            trapped_bins(est.hist, est.visits, est.ln_g, cfg.decide_depth, cfg.flatness).any())
+        trapped = self._trapped(est)
         if trapped:
             est.flatness = 0.0
         est.flatness_all, est.rare_fraction = visit_diagnostics(est.hist, est.visits, est.reach)
         if est.converged or trapped:
             return
-        if self._reduce(est, est.time_per_bin(step)):
-            est.hist.zero_()
-            if not est.one_over_t:
-                est.clock_start = float(est.visits.sum())
+        self._advance(est, step)
+
+    def end_stretch(self, est: Estimate, step: int) -> bool:
+        """At a scheduled checkpoint (``Estimate.mark_checkpoint`` just measured): a halving stage
+        whose histogram is not yet flat ends all the same when the stretch since the previous
+        checkpoint was flat within `flatness` and walkers crossed every x edge of the window at
+        least MIN_CROSSINGS times, the evidence ``settle`` asks for. The stage histogram still
+        holds what the walkers visited while ln g was far from right (the first stage: the fill),
+        which keeps its min H low long after the walkers' visits have become flat: the spiral's
+        lowest window by WLMD (64 walkers) stayed in its first stage until step 26,000 while its
+        stretches were flat to 0.91 and more from step 15,000. True when a new stage began (the
+        histogram is then reset); runs of before schema 4 keep their rule."""
+        cfg = self.cfg
+        if (est.converged or est.one_over_t or not est.per_visit or est.flatness >= cfg.flatness
+                or not (est.recent_flatness >= cfg.flatness and est.recent_crossings >= MIN_CROSSINGS)
+                or self._trapped(est)):
+            return False
+        stage_flatness, est.flatness = est.flatness, est.recent_flatness
+        if self._advance(est, step):
+            return True
+        est.flatness = stage_flatness      # a schedule that does not halve (the ramp)
+        return False
+
+    def _trapped(self, est: Estimate) -> bool:
+        """A deep bin is a trap (``wl.trapped_bins``): ln f holds until it fills."""
+        depth = self.cfg.decide_depth
+        return est.per_visit and math.isfinite(depth) and bool(   # older runs keep their rule
+            trapped_bins(est.hist, est.visits, est.ln_g, depth, self.cfg.flatness).any())
+
+    def _advance(self, est: Estimate, step: int) -> bool:
+        """Lower ln f if the schedule's criterion holds (``_reduce``), resetting the histogram
+        when a new stage starts; True then."""
+        if not self._reduce(est, est.time_per_bin(step)):
+            return False
+        est.hist.zero_()
+        if not est.one_over_t:
+            est.clock_start = float(est.visits.sum())
+        return True
 
     def at_end(self, est: Estimate, step: int) -> bool:
         """ln f has come down to ln_f_final (the ramp: after its plateau)."""

@@ -8,7 +8,7 @@ from conftest import ROOT, run_rewl
 pytestmark = pytest.mark.mpi
 
 
-@pytest.mark.parametrize("deck,sampler", [("quick.toml", "wlmc"), ("spiral_md.toml", "wlmd")])
+@pytest.mark.parametrize("deck,sampler", [("quick_wlmc.toml", "wlmc"), ("quick.toml", "wlmd")])
 def test_bench_reports_batched_and_plain_rates(deck, sampler):
     proc = run_rewl(["bench", str(ROOT / "inputs" / deck), "--seconds", "0.3", "--walkers", "64"])
     assert proc.returncode == 0, proc.stderr
@@ -20,7 +20,7 @@ def test_bench_reports_batched_and_plain_rates(deck, sampler):
 def test_bench_reports_hmc_passes_per_step():
     """hmc: no plain loop; the forward and backward passes per step, and the batched rate against
     one walker's forward+backward."""
-    proc = run_rewl(["bench", str(ROOT / "inputs" / "quick.toml"), "--seconds", "0.3", "--walkers", "64",
+    proc = run_rewl(["bench", str(ROOT / "inputs" / "quick_wlmc.toml"), "--seconds", "0.3", "--walkers", "64",
                      "--set", 'sampler.kind="hmc"', "--set", "model.compile=false"])
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"batched hmc\s+64 walkers:\s+[\d,.]+ walker-steps/s", proc.stdout), proc.stdout
@@ -54,7 +54,7 @@ CUDA = pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="n
 
 @pytest.mark.gpu
 @CUDA
-@pytest.mark.parametrize("deck", ["quick.toml", "spiral_md.toml", "spiral_regression_w30_short.toml",
+@pytest.mark.parametrize("deck", ["quick_wlmc.toml", "quick.toml", "spiral_regression_w30_short.toml",
                                   "mnist_short.toml", "box_quadratic.toml"])
 def test_bench_and_sweep_on_the_gpu(deck):
     """Every draw on the rank's device: bench (the plain loops included) and --sweep with CUDA's

@@ -257,6 +257,36 @@ def test_one_over_t_schedule_switches_and_follows_visits_since_the_last_stage():
     assert est.ln_f == pytest.approx(1 / 2000) and schedule.at_end(est, 7)
 
 
+@pytest.mark.parametrize("kind", ["halving", "1/t"])
+def test_a_stage_ends_at_a_checkpoint_whose_stretch_was_flat_with_crossings(kind):
+    """The stage histogram keeps the fill's uneven visits; the stretch since the previous
+    checkpoint decides as well, once its walkers crossed every edge MIN_CROSSINGS times."""
+    from rewl.schedule import MIN_CROSSINGS
+    schedule = _schedule(kind)
+    est = Estimate.zeros((2, 2), 1.0, torch.device("cpu"), walkers=64)
+    _visited(est, 1000, flat=False)
+    schedule.check(est, 7)
+    assert est.flatness == 0.0 and est.ln_f == 1.0
+    est.recent_flatness, est.recent_crossings = 0.9, MIN_CROSSINGS - 1
+    assert not schedule.end_stretch(est, 7) and est.ln_f == 1.0 and est.flatness == 0.0     # too few crossings
+    est.recent_flatness, est.recent_crossings = 0.7, MIN_CROSSINGS
+    assert not schedule.end_stretch(est, 7) and est.ln_f == 1.0                             # not flat
+    est.recent_flatness = 0.85
+    assert schedule.end_stretch(est, 7)
+    assert est.ln_f == 0.5 and est.stage == 1 and est.hist.sum() == 0 and est.flatness == 0.85
+    assert est.clock_start == 4000          # 1/t's clock restarts with the new stage
+    est.one_over_t = True
+    assert not schedule.end_stretch(est, 7) and est.ln_f == 0.5          # 1/t: no more stages
+
+
+def test_the_ramp_has_no_stages_to_end():
+    schedule = make_schedule(ScheduleConfig(kind="ramp", ln_f_initial=1.0, ln_f_final=1e-3, ramp_steps=10,
+                                            plateau_end=20, decay_time=10))
+    est = Estimate.zeros((2, 2), 1.0, torch.device("cpu"), walkers=64)
+    est.recent_flatness, est.recent_crossings, est.flatness = 1.0, 1000.0, 0.3
+    assert not schedule.end_stretch(est, 30) and est.flatness == 0.3 and est.stage == 0
+
+
 def test_one_over_t_of_a_run_begun_before_schema_4_counts_steps_from_the_start():
     """The per-step rule of older runs, kept when they resume: t = steps per visited bin."""
     schedule = _schedule("1/t")
