@@ -430,8 +430,13 @@ def entropy_slopes(ln_g: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, x_wid
     With `region` (n_x, n_y) bool (``reachable_scale`` > 0), bins outside it count as beyond an
     edge: differences are one-sided where a neighbour is outside, and each slope is interpolated
     from the centres inside that have a neighbour inside along its axis (renormalised; none such
-    gives slope 0, the soft walls still act)."""
+    gives slope 0, the soft walls still act).
+
+    One y bin (y recorded): the same numbers from the x axis alone (``x_slopes``), dS/dy zero."""
     n_x, n_y = ln_g.shape
+    if n_y == 1:
+        return (x_slopes(ln_g[:, 0], fx, x_width, None if region is None else region[:, 0]),
+                torch.zeros(fx.shape, dtype=torch.float64, device=fx.device))
     cx = (fx.double() - 0.5).clamp(0, n_x - 1)
     cy = (fy.double() - 0.5).clamp(0, n_y - 1)
     i0 = cx.floor().long().clamp(max=max(n_x - 2, 0))
@@ -464,6 +469,26 @@ def entropy_slopes(ln_g: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, x_wid
     d_dx = central(up_i, down_i, up_i * n_y + j, down_i * n_y + j, x_width)
     d_dy = central(up_j, down_j, i * n_y + up_j, i * n_y + down_j, y_width)
     return (weight_x * d_dx).sum(dim=1), (weight_y * d_dy).sum(dim=1)
+
+
+def x_slopes(ln_g: torch.Tensor, fx: torch.Tensor, x_width: float, region: torch.Tensor | None = None) -> torch.Tensor:
+    """``entropy_slopes`` of a one-column estimate ln_g (n_x,) (region (n_x,) bool or None) at
+    fractional bins fx (B,): dS/dx (B,) float64. Half the work of the 2-D interpolation, which
+    cost a fifth of a WLMD step of the demo's spiral net."""
+    n_x = ln_g.shape[0]
+    cx = (fx.double() - 0.5).clamp(0, n_x - 1)
+    i0 = cx.floor().long().clamp(max=max(n_x - 2, 0))
+    tx = cx - i0
+    i = torch.stack([i0, i0 + 1], dim=1).clamp_(max=n_x - 1)                   # (B, 2) the two centres
+    weight = torch.stack([1 - tx, tx], dim=1)
+    up, down = (i + 1).clamp(max=n_x - 1), (i - 1).clamp(min=0)
+    if region is not None:
+        up = torch.where(region[up], up, i)
+        down = torch.where(region[down], down, i)
+        usable = weight * (region[i] & (up > down))
+        weight = usable / usable.sum(dim=1, keepdim=True).clamp(min=1e-300)
+    slope = (ln_g[up] - ln_g[down]) / ((up - down).clamp(min=1) * x_width)
+    return (weight * slope).sum(dim=1)
 
 
 def wall_slope(values: torch.Tensor, lo: float, hi: float, strength: float) -> torch.Tensor:

@@ -1,7 +1,10 @@
 """Steps to convergence against walkers per window, on an exact system (docs/convergence.md, "Walkers and
 convergence"): box_quadratic n = 24, m = 12 over the grid of tests/test_box_exact.py (26 x 28 bins
 of 0.15, past E = 2 a^2), 4 windows under `mpiexec -n 4`, ln_f_final 1e-5 per walker visit for
-every walker count. For each count: the step at which every window was converged, the wall time,
+every walker count. "Converged" is judged at checkpoints (docs/convergence.md, "What a landscape
+is"), so the checkpoints come every 1,000,000 / M steps (at least 1,000): the same number of walker
+visits between judgements for every walker count M. For each count: the step at which the run
+converged, the wall time,
 and max |S - S_exact| over every visited bin after one constant, per window and for the joined S
 (default join thresholds). Prints a Markdown table.
 
@@ -59,9 +62,15 @@ ln_f_final = 1e-5
 check_interval = 100
 [output]
 dir = "{out}"
-checkpoint_interval = 100000
+checkpoint_interval = {checkpoint_interval(walkers)}
 log_interval = 60.0
 """
+
+
+def checkpoint_interval(walkers: int) -> int:
+    """Steps between checkpoints (where convergence is judged): 1,000,000 walker visits per window,
+    in whole hundreds of steps (the check interval), at least 1,000."""
+    return max(1000, round(1_000_000 / walkers / 100) * 100)
 
 
 def measure(n: int, m: int, walkers: int, seed: int, work: Path) -> dict:
@@ -102,7 +111,8 @@ def main() -> None:
                 r = rows[-1]
                 print(f"# {walkers} walkers, seed {seed}: {r['status']} at {r['steps']} steps, {r['seconds']:.0f} s",
                       file=sys.stderr)
-    print(f"box_quadratic n = {args.n}, m = {args.m}, 4 windows, ln_f_final 1e-5 per visit\n")
+    print(f"box_quadratic n = {args.n}, m = {args.m}, 4 windows, ln_f_final 1e-5 per visit, checkpoints every "
+          f"{', '.join(f'{checkpoint_interval(w):,}' for w in args.walkers)} steps\n")
     print("| walkers per window | seed | steps to converge | wall time | max \\|dS\\| per window | joined |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -674,6 +674,21 @@ def test_entropy_slopes_take_no_difference_across_the_region_edge():
     assert float((sy + 3.0).abs().max()) > 10
 
 
+def test_one_column_slopes_equal_the_two_dimensional_interpolation_bit_for_bit():
+    """y recorded: the x-only path (``x_slopes``) gives what the bilinear one gives on an estimate
+    with a second column, evaluated at the first column's centre, inside a region and at its edges."""
+    gen = torch.Generator().manual_seed(3)
+    for n_x in (1, 2, 3, 30):
+        ln_g = 5.0 * torch.randn(n_x, 1, generator=gen, dtype=torch.float64)
+        fx = (n_x + 2) * torch.rand(200, generator=gen, dtype=torch.float64) - 1     # past both edges too
+        padded = torch.cat([ln_g, 100.0 * torch.randn(n_x, 1, generator=gen, dtype=torch.float64)], dim=1)
+        for region in (None, torch.rand(n_x, 1, generator=gen) > 0.3):
+            sx, sy = entropy_slopes(ln_g, fx, torch.full_like(fx, 0.5), 0.1, 0.25, region)
+            wide = None if region is None else torch.cat([region, torch.rand(n_x, 1, generator=gen) > 0.5], dim=1)
+            sx_2d, _ = entropy_slopes(padded, fx, torch.full_like(fx, 0.5), 0.1, 0.25, wide)
+            assert torch.equal(sx, sx_2d) and not bool(sy.any())
+
+
 def test_wall_slope_and_ramp_schedule():
     v = torch.tensor([-2.0, 0.0, 1.5, 3.0])
     assert wall_slope(v, -1.0, 2.0, 10.0).tolist() == [-20.0, 0.0, 0.0, 20.0]
@@ -722,6 +737,37 @@ def test_batched_md_gradients_are_per_walker_gradients():
         g1, = torch.autograd.grad(0.3 * xb.sum() - 1.7 * yb.sum(), one)
         torch.testing.assert_close(grad[b], g1[0], rtol=1e-5, atol=1e-6)
     assert hard.shape == (5,) and task.y_label == "A_smooth"
+
+
+def test_a_recorded_wlmd_step_reads_the_training_points_alone_and_moves_as_the_full_one():
+    """y recorded: the force needs x alone, so the step evaluates ``Task.x_of`` (the training points;
+    y comes at synchronisations). It moves the walkers as a step on all points does where ln g is
+    flat in y: a flattened deck whose one y bin holds every y."""
+    one_window = ("windows.count=1",)
+    recorded_cfg = parse(deck_text("spiral_md"), overrides=one_window)
+    full_cfg = parse(deck_text("spiral_md"), overrides=one_window + (
+        'grid.y.mode="flattened"', "grid.y.min=-0.5", "grid.y.max=1.5", "grid.y.width=2.0"))
+    moved = {}
+    for name, cfg in (("recorded", recorded_cfg), ("full", full_cfg)):
+        task, window = make_task(cfg, torch.device("cpu")), whole_grid(cfg)
+        if name == "recorded":
+            task.md_cvs = None                                     # any use of the test points fails
+        gen = torch.Generator().manual_seed(5)
+        params = 0.3 * task.sample_uniform(16, gen)
+        walkers, _ = Walkers.at(task, params, window)
+        walkers.velocities = thermal_velocities(params, gen)
+        est = Estimate.zeros(window.shape, 0.01, torch.device("cpu"))
+        est.ln_g[:] = 3.0 * torch.linspace(0, 1, window.n_x, dtype=torch.float64)[:, None]   # a force along x
+        md = Langevin.from_config(cfg.sampler, window, 300.0, torch.device("cpu"))
+        counters = MDCounters.zeros(torch.device("cpu"))
+        for _ in range(5):
+            wlmd_step(task, window, walkers, est, md, counters, gen, kernel_table(window.shape, md.kernel))
+        moved[name] = (walkers.params, est.ln_g, est.visits, walkers.x)
+    (params_r, ln_g_r, visits_r, x_r), (params_f, ln_g_f, visits_f, x_f) = moved["recorded"], moved["full"]
+    torch.testing.assert_close(params_r, params_f, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(ln_g_r, ln_g_f)
+    assert torch.equal(visits_r, visits_f) and visits_r.sum() == 5 * 16
+    torch.testing.assert_close(x_r, x_f)
 
 
 @pytest.mark.slow

@@ -99,29 +99,42 @@ def wlmd_step(task: Task, window: Window, walkers: Walkers, est: Estimate, md: L
     to S_true * T (5 % too steep at gamma = 0.1; negligible at the study's gamma <= 1e-2). BAOAB
     samples at T = 1 for any gamma. Positions are reflected at the weight box (velocity reversed).
     With `md.wall_deposits`, walkers in the soft walls past the window's x edges (y inside the
-    grid) raise ln g at the edge bin they left, uncounted in the histograms.
+    grid) raise ln g at the edge bin they left, uncounted in the histograms. With y recorded the
+    step evaluates the training points alone (``Task.x_of``): y is read at synchronisations
+    (``Walkers.refresh``): 1.7 to 2 times the walker-steps per second of the step on all points
+    (docs/performance.md).
     `deposits` is the kernel (``kernel_table``); with `region` (n_x, n_y) bool, the bins reached so
     far, the slopes take no difference across its edges (``entropy_slopes``). The walkers'
     offsets inside their bins go to the estimate (``reach_fraction``). With y recorded, ln g is
     flat in y and exerts no force along it.
-    walkers.x/y/ix/iy are left at the CVs of the weights before the move (``Walkers.refresh``
-    brings them up to date).
+    walkers.x/y/ix/iy are left at the CVs of the weights before the move (y nan when recorded;
+    ``Walkers.refresh`` brings them up to date).
     """
     params, v = walkers.params, walkers.velocities
     grid = window.grid
+    recorded = grid.y_recorded
     w = params.detach().requires_grad_(True)
     with torch.enable_grad():
-        x, y, hard = task.md_cvs(w)
-        xd, yd = x.detach().double(), y.detach().double()
+        if recorded:       # ln g is flat in y and y is recorded at synchronisations: the training points alone
+            x, y, hard = task.x_of(w), None, None
+            xd = x.detach().double()
+            yd = torch.full_like(xd, math.nan)
+        else:
+            x, y, hard = task.md_cvs(w)
+            xd, yd = x.detach().double(), y.detach().double()
         ix, iy, inside = window.bin(xd, yd)
         fx, fy = window.fractional(xd, yd)
         if update and not est.converged:
-            in_walls = (~inside & (yd >= md.y_range[0]) & (yd <= md.y_range[1])) if md.wall_deposits else None
+            in_walls = None
+            if md.wall_deposits:
+                in_walls = ~inside if recorded else ~inside & (yd >= md.y_range[0]) & (yd <= md.y_range[1])
             deposit_kernel(est, ix, iy, inside, deposits, hard, (fx - ix, fy - iy), in_walls)
         du_dx, du_dy = entropy_slopes(est.ln_g, fx, fy, grid.x.width, grid.y.width, region)
         du_dx = du_dx + wall_slope(xd, *md.x_range, md.wall_strength)
-        du_dy = du_dy + wall_slope(yd, *md.y_range, md.wall_strength)
-        potential = (du_dx.to(x.dtype) * x).sum() + (du_dy.to(y.dtype) * y).sum()
+        potential = (du_dx.to(x.dtype) * x).sum()
+        if not recorded:
+            du_dy = du_dy + wall_slope(yd, *md.y_range, md.wall_strength)
+            potential = potential + (du_dy.to(y.dtype) * y).sum()
         grad, = torch.autograd.grad(potential, w)
     with torch.no_grad():
         v.add_(grad, alpha=-md.dt)
