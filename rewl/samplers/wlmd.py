@@ -99,14 +99,13 @@ def wlmd_step(task: Task, window: Window, walkers: Walkers, est: Estimate, md: L
     to S_true * T (5 % too steep at gamma = 0.1; negligible at the study's gamma <= 1e-2). BAOAB
     samples at T = 1 for any gamma. Positions are reflected at the weight box (velocity reversed).
     With `md.wall_deposits`, walkers in the soft walls past the window's x edges (y inside the
-    grid) raise ln g at the edge bin they left, uncounted in the histograms. With y recorded the
-    step evaluates the training points alone (``Task.x_of``): y is read at synchronisations
-    (``Walkers.refresh``): 1.7 to 2 times the walker-steps per second of the step on all points
-    (docs/performance.md).
+    grid) raise ln g at the edge bin they left, uncounted in the histograms.
     `deposits` is the kernel (``kernel_table``); with `region` (n_x, n_y) bool, the bins reached so
     far, the slopes take no difference across its edges (``entropy_slopes``). The walkers'
     offsets inside their bins go to the estimate (``reach_fraction``). With y recorded, ln g is
-    flat in y and exerts no force along it.
+    flat in y and exerts no force along it, so the step evaluates the training points alone
+    (``Task.x_of``; y is read at synchronisations by ``Walkers.refresh``): 1.7 to 2 times the
+    walker-steps per second of the step on all points (docs/performance.md).
     walkers.x/y/ix/iy are left at the CVs of the weights before the move (y nan when recorded;
     ``Walkers.refresh`` brings them up to date).
     """
